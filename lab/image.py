@@ -1,0 +1,218 @@
+"""Build and cache the lab's Debian bookworm disk image.
+
+The image is a raw ext4 file made with `mkfs.ext4 -d` from a debootstrap tree (no loop mounts).
+It lives under a cache directory keyed by a hash of its recipe (lab/recipe/*, this file, the
+suite and mirror), so a second run, or CI on the same machine, reuses it. A build happens in a
+temporary directory beside the final one and is renamed into place only when complete, under a
+file lock, so an interrupted or concurrent build never leaves a half image behind.
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+RECIPE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipe")
+SUITE = "bookworm"
+MIRROR = os.environ.get("FLEETBOOT_LAB_MIRROR", "http://deb.debian.org/debian")
+SECURITY_MIRROR = os.environ.get("FLEETBOOT_LAB_SECURITY_MIRROR", "http://deb.debian.org/debian-security")
+DISK_SIZE = "3G"
+# Bump when build() changes what ends up in the image: it is part of the cache key.
+BUILD_STEPS_VERSION = 1
+# The VMs boot the older kernel; tests kexec into the newer one.
+BOOT_KERNEL = "6.1.0-54-amd64"
+KERNELS = ("6.1.0-54-amd64", "6.1.0-56-amd64")
+# The chroot steps need no more; debootstrap already resolved everything else.
+SOURCES_LIST = (
+    "deb {m} {s} main\n"
+    "deb {m} {s}-updates main\n"
+    "deb {sm} {s}-security main\n"
+)
+
+
+class LabError(Exception):
+    """A lab step failed; the message says what and where to look."""
+
+
+def cache_root():
+    """Where built images live: $FLEETBOOT_LAB_CACHE, else ~/.cache/fleetboot/lab."""
+    env = os.environ.get("FLEETBOOT_LAB_CACHE")
+    if env:
+        return env
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "fleetboot", "lab")
+
+
+def _recipe_files():
+    names = sorted(os.listdir(RECIPE_DIR))
+    return [os.path.join(RECIPE_DIR, n) for n in names if not n.startswith(".")]
+
+
+def packages():
+    """The package list from recipe/packages.txt, comments dropped."""
+    with open(os.path.join(RECIPE_DIR, "packages.txt")) as f:
+        lines = [line.split("#", 1)[0].strip() for line in f]
+    return [line for line in lines if line]
+
+
+def recipe_key():
+    """A short hash of everything that decides the image's content."""
+    h = hashlib.sha256()
+    for path in _recipe_files():
+        h.update(os.path.basename(path).encode() + b"\0")
+        with open(path, "rb") as f:
+            h.update(f.read())
+        h.update(b"\0")
+    h.update("|".join([SUITE, MIRROR, SECURITY_MIRROR, DISK_SIZE, str(BUILD_STEPS_VERSION),
+                       " ".join(KERNELS)]).encode())
+    return h.hexdigest()[:16]
+
+
+class Image:
+    """A built lab image: raw disk, the kernels and initrds from its /boot, and the SSH key."""
+
+    def __init__(self, directory):
+        self.directory = directory
+
+    @property
+    def disk(self):
+        return os.path.join(self.directory, "disk.raw")
+
+    @property
+    def key(self):
+        return os.path.join(self.directory, "id_ed25519")
+
+    def kernel(self, release=BOOT_KERNEL):
+        return os.path.join(self.directory, "boot", "vmlinuz-" + release)
+
+    def initrd(self, release=BOOT_KERNEL):
+        return os.path.join(self.directory, "boot", "initrd.img-" + release)
+
+    def manifest(self):
+        with open(os.path.join(self.directory, "manifest.json")) as f:
+            return json.load(f)
+
+    def is_complete(self):
+        return os.path.exists(os.path.join(self.directory, "manifest.json"))
+
+
+def _run(cmd, log, **kwargs):
+    """Run a build step, its output appended to the build log; fail naming the log."""
+    log.write("\n$ %s\n" % " ".join(cmd))
+    log.flush()
+    rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, **kwargs)
+    if rc != 0:
+        raise LabError("image build step failed (exit %d): %s\nsee the build log: %s"
+                       % (rc, " ".join(cmd), log.name))
+
+
+def _write(path, text, mode=0o644):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+
+
+def _configure_tree(tree, pubkey):
+    """Files the VMs need, written straight into the tree (no chroot needed)."""
+    with open(os.path.join(RECIPE_DIR, "fstab")) as f:
+        _write(os.path.join(tree, "etc/fstab"), f.read())
+    _write(os.path.join(tree, "etc/hostname"), "lab\n")
+    _write(os.path.join(tree, "etc/hosts"), "127.0.0.1 localhost\n127.0.1.1 lab\n")
+    with open(os.path.join(RECIPE_DIR, "20-lab.network")) as f:
+        _write(os.path.join(tree, "etc/systemd/network/20-lab.network"), f.read())
+    with open(os.path.join(RECIPE_DIR, "sshd_lab.conf")) as f:
+        _write(os.path.join(tree, "etc/ssh/sshd_config.d/lab.conf"), f.read())
+    ssh_dir = os.path.join(tree, "root/.ssh")
+    os.makedirs(ssh_dir, exist_ok=True)
+    os.chmod(ssh_dir, 0o700)
+    _write(os.path.join(ssh_dir, "authorized_keys"), pubkey, 0o600)
+    # Each VM's systemd makes its own machine-id on first boot (on its own overlay).
+    _write(os.path.join(tree, "etc/machine-id"), "")
+    # The lab VMs' console is the serial port; a root shell there helps debugging.
+    _write(os.path.join(tree, "etc/systemd/system/serial-getty@ttyS0.service.d/autologin.conf"),
+           "[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin root --keep-baud "
+           "115200,57600,38400,9600 %I $TERM\n")
+
+
+def build(log_to=sys.stderr, force=False):
+    """Return the cached Image for the current recipe, building it first if needed."""
+    root = cache_root()
+    os.makedirs(root, exist_ok=True)
+    key = recipe_key()
+    final = os.path.join(root, key)
+    image = Image(final)
+    if image.is_complete() and not force:
+        return image
+    lock_path = os.path.join(root, key + ".lock")
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if image.is_complete() and not force:
+            return image
+        if os.geteuid() != 0:
+            raise LabError("building the lab image needs root (debootstrap, chroot); "
+                           "run as root once, later runs reuse %s" % final)
+        started = time.time()
+        work = final + ".building"
+        shutil.rmtree(work, ignore_errors=True)
+        os.makedirs(work)
+        tree = os.path.join(work, "tree")
+        log_path = os.path.join(work, "build.log")
+        log_to.write("lab: building image %s (log: %s)\n" % (key, log_path))
+        log_to.flush()
+        with open(log_path, "w") as log:
+            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "fleetboot-lab",
+                  "-f", os.path.join(work, "id_ed25519")], log)
+            base = [p for p in packages() if not p.startswith("linux-image-")]
+            kernels = [p for p in packages() if p.startswith("linux-image-")]
+            _run(["debootstrap", "--variant=minbase", "--include=" + ",".join(base),
+                  SUITE, tree, MIRROR], log)
+            _write(os.path.join(tree, "etc/apt/sources.list"),
+                   SOURCES_LIST.format(m=MIRROR, sm=SECURITY_MIRROR, s=SUITE))
+            # The versioned kernels live in bookworm-security/updates, which debootstrap
+            # cannot mix in; install them inside the chroot, /proc mounted in a private
+            # mount namespace so nothing stays mounted on the host if the build dies.
+            script = (
+                "set -e; mount -t proc proc {t}/proc; mount -t sysfs sys {t}/sys; "
+                "mount --bind /dev {t}/dev; "
+                "chroot {t} /usr/bin/env DEBIAN_FRONTEND=noninteractive sh -c '"
+                "apt-get update -q && apt-get install -y -q --no-install-recommends {k} && "
+                "systemctl enable systemd-networkd && apt-get clean'"
+            ).format(t=tree, k=" ".join(kernels))
+            _run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], log)
+            with open(os.path.join(work, "id_ed25519.pub")) as f:
+                _configure_tree(tree, f.read())
+            boot = os.path.join(work, "boot")
+            os.makedirs(boot)
+            for release in KERNELS:
+                for name in ("vmlinuz-" + release, "initrd.img-" + release):
+                    src = os.path.join(tree, "boot", name)
+                    if not os.path.exists(src):
+                        raise LabError("the image has no /boot/%s; see %s" % (name, log_path))
+                    shutil.copy2(src, os.path.join(boot, name))
+            _run(["mkfs.ext4", "-q", "-L", "labroot", "-d", tree, "-F",
+                  os.path.join(work, "disk.raw"), DISK_SIZE], log)
+        shutil.rmtree(tree)
+        manifest = {"key": key, "suite": SUITE, "kernels": list(KERNELS),
+                    "boot_kernel": BOOT_KERNEL, "packages": packages(),
+                    "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "build_seconds": round(time.time() - started, 1)}
+        with open(os.path.join(work, "manifest.json"), "w") as f:
+            json.dump(manifest, f, indent=2)
+        shutil.rmtree(final, ignore_errors=True)
+        os.rename(work, final)
+        log_to.write("lab: image %s built in %.0f s\n" % (key, time.time() - started))
+        _prune(root, keep=key)
+        return Image(final)
+
+
+def _prune(root, keep):
+    """Drop images of older recipes: each is 1-3 GiB."""
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if name != keep and os.path.isdir(path) and not name.endswith(".building"):
+            shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,66 @@
+"""SSH to lab VMs with paramiko: wait until a VM answers, run a command on it."""
+
+import logging
+import socket
+import time
+
+from lab.image import LabError
+
+try:
+    import paramiko
+except ImportError:  # pragma: no cover - the lab runs from the project's .venv
+    paramiko = None
+
+# While sshd starts, paramiko's transport thread logs every refused banner with a traceback.
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+
+
+def _client(port, key_file, timeout):
+    if paramiko is None:
+        raise LabError("paramiko is missing: run the lab from the project's venv (make venv)")
+    client = paramiko.SSHClient()
+    # Lab VMs are throwaway and share the image's host keys: no known_hosts for them.
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    client.connect("127.0.0.1", port=port, username="root", key_filename=key_file,
+                   timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+                   allow_agent=False, look_for_keys=False)
+    return client
+
+
+def run(port, key_file, command, timeout=60):
+    """Run `command` on the VM; return (exit status, stdout, stderr) as text."""
+    client = _client(port, key_file, timeout=min(timeout, 15))
+    try:
+        _, stdout, stderr = client.exec_command(command, timeout=timeout)
+        out = stdout.read().decode("utf-8", "replace")
+        err = stderr.read().decode("utf-8", "replace")
+        return stdout.channel.recv_exit_status(), out, err
+    finally:
+        client.close()
+
+
+def wait_answering(vm, key_file, timeout=180):
+    """Wait until the VM runs commands over SSH; return its boot_id.
+
+    Fails early when the QEMU process is gone, and on timeout names the VM's serial log.
+    """
+    deadline = time.time() + timeout
+    last = "no answer yet"
+    while time.time() < deadline:
+        if not vm.running():
+            raise LabError("VM %s: its QEMU process ended while waiting for SSH (%s).\n"
+                           "Serial log: %s\n--- last lines ---\n%s"
+                           % (vm.name, vm.exit_reason(), vm.serial_log, vm.serial_tail()))
+        try:
+            rc, out, _ = run(vm.port, key_file, "cat /proc/sys/kernel/random/boot_id", timeout=15)
+            if rc == 0 and out.strip():
+                return out.strip()
+            last = "command exited %d" % rc
+        except (socket.error, EOFError, OSError) as e:
+            last = str(e) or e.__class__.__name__
+        except Exception as e:  # paramiko's SSHException family while sshd starts
+            last = "%s: %s" % (e.__class__.__name__, e)
+        time.sleep(2)
+    raise LabError("VM %s did not answer SSH on 127.0.0.1:%d within %d s (last: %s).\n"
+                   "Serial log: %s\n--- last lines ---\n%s"
+                   % (vm.name, vm.port, timeout, last, vm.serial_log, vm.serial_tail()))

@@ -1,0 +1,55 @@
+"""The lab is real: Debian VMs that Ansible reaches through the generated inventory."""
+
+import os
+import re
+import time
+
+from lab.image import BOOT_KERNEL
+from lab.vm import _proc_start_time
+
+from .conftest import ansible
+
+
+def test_fleet_answers_ansible_on_the_older_kernel(lab_fleet):
+    pids = {vm.name: (vm.pid, vm.start_time) for vm in lab_fleet.vms}
+    assert len(pids) == 2
+
+    ping = ansible(lab_fleet, "all", "-m", "ping")
+    assert ping.returncode == 0, ping.stdout
+    for name in pids:
+        assert re.search(r"^%s \| SUCCESS" % name, ping.stdout, re.M), ping.stdout
+        assert '"ping": "pong"' in ping.stdout
+
+    uname = ansible(lab_fleet, "all", "-m", "command", "-a", "uname -r")
+    assert uname.returncode == 0, uname.stdout
+    releases = dict(re.findall(r"^(\S+) \| CHANGED \| rc=0 >>\n(\S+)$", uname.stdout, re.M))
+    assert releases == {name: BOOT_KERNEL for name in pids}, uname.stdout
+
+    # The same QEMU processes still run: nothing was reset behind our back.
+    for vm in lab_fleet.vms:
+        assert vm.running(), vm.exit_reason()
+        assert (vm.pid, vm.start_time) == pids[vm.name]
+    assert lab_fleet.firmware_resets() == []
+
+
+def test_firmware_reset_is_reported_and_down_leaves_no_qemu_behind(fleet_factory):
+    fleet = fleet_factory("reset", hosts=1)
+    vm = fleet.vms[0]
+    assert _proc_start_time(vm.pid) is not None
+    rc, out, _ = fleet.run(vm.name, "cat /proc/sys/kernel/random/boot_id")
+    assert rc == 0 and len(out.strip()) == 36
+
+    # A cold reboot goes through the firmware; with -no-reboot that ends QEMU, and the lab says so.
+    fleet.run(vm.name, "systemctl --no-block reboot")
+    deadline = time.time() + 120
+    while vm.running() and time.time() < deadline:
+        time.sleep(1)
+    assert not vm.running(), "the VM did not go down after systemctl reboot"
+    assert fleet.firmware_resets() == [vm.name]
+    assert vm.exit_reason().startswith("firmware reset"), vm.exit_reason()
+
+    fleet.down()
+    assert _proc_start_time(vm.pid) is None
+    assert not os.path.exists(fleet.inventory)
+    assert not os.path.exists(vm.overlay)
+    assert os.path.exists(vm.serial_log)  # kept for post-mortems
