@@ -19,7 +19,7 @@ from lab.image import LabError
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="python -m lab", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lab", description=__doc__.split("\n", maxsplit=1)[0])
     p.add_argument("--name", default=os.environ.get("FLEETBOOT_LAB_FLEET", "lab"),
                    help="fleet name (state under .lab/NAME); default %(default)s")
     sub = p.add_subparsers(dest="command", required=True)

@@ -6,6 +6,7 @@ Debian VMs, reached by Ansible through the generated inventory, and taken down a
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,18 +25,17 @@ def main():
     try:
         fleet.up(hosts=HOSTS, die_with_parent=True)
         cmd = [os.path.join(os.path.dirname(sys.executable), "ansible"), "-i", fleet.inventory,
-               "all", "-m", "ansible.builtin.setup", "-a", "filter=ansible_kernel", "-o"]
+               "all", "-m", "ansible.builtin.setup", "-a", "filter=ansible_kernel"]
         print("$ " + " ".join(cmd[1:]))
         res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             universal_newlines=True, env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+                             universal_newlines=True, check=False, env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
         print(res.stdout.rstrip())
         if res.returncode != 0:
             raise LabError("ansible failed (exit %d)" % res.returncode)
         kernels = {}
-        for line in res.stdout.splitlines():
-            name, _, rest = line.partition(" | SUCCESS => ")
-            if rest:
-                kernels[name] = json.loads(rest)["ansible_facts"]["ansible_kernel"]
+        # Ad-hoc output: "HOST | SUCCESS => {" then the JSON result up to a closing "}" line.
+        for name, body in re.findall(r"^(\S+) \| SUCCESS => (\{.*?^\})$", res.stdout, re.M | re.S):
+            kernels[name] = json.loads(body)["ansible_facts"]["ansible_kernel"]
         print("\n%-8s %-20s %s" % ("host", "kernel", "qemu pid"))
         for vm in fleet.vms:
             print("%-8s %-20s %d" % (vm.name, kernels.get(vm.name, "?"), vm.pid))

@@ -31,7 +31,7 @@ def run(port, key_file, command, timeout=60):
     """Run `command` on the VM; return (exit status, stdout, stderr) as text."""
     client = _client(port, key_file, timeout=min(timeout, 15))
     try:
-        _, stdout, stderr = client.exec_command(command, timeout=timeout)
+        stdout, stderr = client.exec_command(command, timeout=timeout)[1:]
         out = stdout.read().decode("utf-8", "replace")
         err = stderr.read().decode("utf-8", "replace")
         return stdout.channel.recv_exit_status(), out, err
@@ -52,7 +52,7 @@ def wait_answering(vm, key_file, timeout=180):
                            "Serial log: %s\n--- last lines ---\n%s"
                            % (vm.name, vm.exit_reason(), vm.serial_log, vm.serial_tail()))
         try:
-            rc, out, _ = run(vm.port, key_file, "cat /proc/sys/kernel/random/boot_id", timeout=15)
+            rc, out = run(vm.port, key_file, "cat /proc/sys/kernel/random/boot_id", timeout=15)[:2]
             if rc == 0 and out.strip():
                 return out.strip()
             last = "command exited %d" % rc

@@ -184,7 +184,7 @@ class VM:
 
     def start(self, die_with_parent=False, attempts=3):
         """Start QEMU in its own process group; retry with another port if it was taken."""
-        for _ in range(attempts):
+        for attempt in range(attempts):  # pylint: disable=unused-variable
             if self.port is None:
                 self.port = free_port()
             with open(self.qemu_log, "w") as log:

@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # Install the system packages the lab and the purgatory build need, only when missing.
 # Called by `make deps` (and so by every other target); idempotent and quiet when all is there.
 set -eu

@@ -61,4 +61,4 @@ def ansible(fleet, *args, timeout=300):
     env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_NOCOLOR="1",
                ANSIBLE_FORCE_COLOR="0")
     return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          universal_newlines=True, timeout=timeout, env=env)
+                          universal_newlines=True, timeout=timeout, env=env, check=False)
