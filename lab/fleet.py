@@ -151,6 +151,14 @@ class Fleet:
         """Run a command on one VM over SSH: (exit status, stdout, stderr)."""
         return ssh.run(self.vm(name).port, self.key_file, command, timeout=timeout)
 
+    def put_tree(self, name, local_dir, remote_dir):
+        """Copy a directory tree into one VM (SFTP)."""
+        ssh.put_tree(self.vm(name).port, self.key_file, local_dir, remote_dir)
+
+    def boot_id(self, name, timeout=300):
+        """Wait until the VM answers SSH and return its boot_id (raises LabError on timeout)."""
+        return ssh.wait_answering(self.vm(name), self.key_file, timeout)
+
     def status(self):
         """Plain-value status of each VM: running, or how it ended."""
         result = []

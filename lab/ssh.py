@@ -1,6 +1,8 @@
 """SSH to lab VMs with paramiko: wait until a VM answers, run a command on it."""
 
 import logging
+import os
+import posixpath
 import socket
 import time
 
@@ -64,3 +66,24 @@ def wait_answering(vm, key_file, timeout=180):
     raise LabError("VM %s did not answer SSH on 127.0.0.1:%d within %d s (last: %s).\n"
                    "Serial log: %s\n--- last lines ---\n%s"
                    % (vm.name, vm.port, timeout, last, vm.serial_log, vm.serial_tail()))
+
+
+def put_tree(port, key_file, local_dir, remote_dir, skip=("__pycache__",)):
+    """Copy a local directory tree to the VM over SFTP (replacing files of the same name)."""
+    client = _client(port, key_file, timeout=15)
+    try:
+        sftp = client.open_sftp()
+        for here, dirs, files in os.walk(local_dir):
+            dirs[:] = [d for d in dirs if d not in skip]
+            rel = os.path.relpath(here, local_dir)
+            target = remote_dir if rel == "." else posixpath.join(remote_dir, *rel.split(os.sep))
+            try:
+                sftp.mkdir(target)
+            except IOError:  # exists already
+                pass
+            for name in files:
+                if not name.endswith(".pyc"):
+                    sftp.put(os.path.join(here, name), posixpath.join(target, name))
+        sftp.close()
+    finally:
+        client.close()
