@@ -1,0 +1,480 @@
+"""Segment placement, the kernel's sanity checks, and a model of the relocation at jump time.
+
+A kexec image is a list of segments: (buffer in our memory, destination in physical memory).
+``Plan`` places them as kexec-tools' add_buffer() does (each one immediately, in a RAM hole no
+earlier segment uses; inside the crash region for crash kernels), refuses in ``check()`` anything
+the kernel's sanity_check_segment_list() would refuse, so a bad load fails here with a readable
+message instead of a bare EINVAL from the syscall, and ``relocation_model()`` replays what the
+kernel does with the pages at jump time (seed 000) so we can report and test it without root.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+
+from .errors import PlanError
+from .memmap import PAGE_SIZE, MemoryMap, Range, align_up
+
+#: kexec_load refuses more segments than this (include/uapi/linux/kexec.h).
+KEXEC_SEGMENT_MAX = 16
+
+#: Highest physical address bits a destination may reach, per arch.  x86_64's
+#: KEXEC_DESTINATION_MEMORY_LIMIT is MAXMEM - 1 with MAXMEM = 1 << 46 under 4-level paging (52
+#: with 5-level); we use the smaller, as we cannot tell from userspace which one runs.
+DESTINATION_LIMIT = {
+    "x86_64": (1 << 46) - 1,
+    "i386": (1 << 64) - 1,
+    "i686": (1 << 64) - 1,
+    "aarch64": (1 << 64) - 1,
+    "ppc64le": (1 << 64) - 1,
+    "ppc64": (1 << 64) - 1,
+}
+
+KINDS = ("normal", "crash", "preserve_context")
+
+_ULONG_MAX = (1 << 64) - 1
+
+# Chunk used to hash the zero tail of a segment without building memsz bytes of zeros.
+_ZERO_CHUNK = bytes(1 << 16)
+
+
+def _buffer_view(buf):
+    """A flat byte memoryview over any buffer (bytes, bytearray, mmap, memoryview) without copying."""
+    view = memoryview(buf)
+    if view.ndim != 1 or view.itemsize != 1 or view.format not in ("B", "b", "c"):
+        view = view.cast("B")
+    return view
+
+
+class Segment:
+    """One kexec segment: ``bufsz`` bytes of ``buf`` copied to physical ``mem``, zero-filled to ``memsz``.
+
+    ``buf`` may be bytes, bytearray, memoryview or an mmap; it is never copied.  A segment made
+    by ``Plan.reserve()`` has no buffer until ``set_buffer()`` (purgatory is linked only once
+    its own address is known).
+    """
+
+    def __init__(self, what, buf, mem, memsz):
+        self.what = what
+        self.mem = mem
+        self.memsz = memsz
+        self.buf = None
+        self.bufsz = 0
+        self._sha256 = None
+        if buf is not None:
+            self._attach(buf)
+
+    def _attach(self, buf):
+        view = _buffer_view(buf)
+        self.buf = buf
+        self.bufsz = view.nbytes
+        self._sha256 = None
+
+    def set_buffer(self, buf):
+        """Give a reserved segment its contents; refuses a buffer larger than the reservation."""
+        size = _buffer_view(buf).nbytes
+        if size > self.memsz:
+            raise PlanError(
+                "segment %r: buffer of %#x bytes does not fit its reservation of %#x bytes at %#x; "
+                "reserve more memory for it" % (self.what, size, self.memsz, self.mem)
+            )
+        self._attach(buf)
+
+    @property
+    def end(self):
+        """First address after the segment's memory."""
+        return self.mem + self.memsz
+
+    @property
+    def sha256(self):
+        """Hex sha256 of the buffer's ``bufsz`` bytes (None without a buffer).
+
+        Hashed through a memoryview, never copied.  Cached only for read-only buffers (bytes,
+        read-only mmaps): images patch writable buffers such as boot_params after placement.
+        """
+        if self.buf is None:
+            return None
+        if self._sha256 is not None:
+            return self._sha256
+        view = _buffer_view(self.buf)
+        digest = hashlib.sha256(view).hexdigest()
+        if view.readonly:
+            self._sha256 = digest
+        return digest
+
+    def sha256_memsz(self):
+        """Hex sha256 of the whole destination as it will be after the load: buffer + zero fill.
+
+        This is what kexec-tools' purgatory verifies (regions are ``memsz`` long).
+        """
+        h = hashlib.sha256()
+        if self.buf is not None:
+            h.update(_buffer_view(self.buf))
+        left = self.memsz - self.bufsz
+        while left > 0:
+            n = min(left, len(_ZERO_CHUNK))
+            h.update(_ZERO_CHUNK[:n] if n < len(_ZERO_CHUNK) else _ZERO_CHUNK)
+            left -= n
+        return h.hexdigest()
+
+    def to_dict(self):
+        """Plain-value form: {"what", "mem", "memsz", "bufsz", "sha256"}."""
+        return {"what": self.what, "mem": self.mem, "memsz": self.memsz, "bufsz": self.bufsz, "sha256": self.sha256}
+
+    def __repr__(self):
+        return "Segment(%r, mem=%#x, memsz=%#x, bufsz=%#x)" % (self.what, self.mem, self.memsz, self.bufsz)
+
+
+def _hex(n):
+    return "%#x" % n
+
+
+class Plan:
+    """Where every segment goes, and the entry point, for one kexec load.
+
+    ``memory_map`` is a MemoryMap (or a list of Ranges); ``kind`` is "normal", "crash" or
+    "preserve_context"; ``crash_region`` (Range or (start, end), half-open) is required for crash
+    loads; ``totalram_pages`` is the kernel's count of managed pages (MemTotal / 4 KiB) for the
+    half-of-RAM rule, estimated from the memory map when not given.
+    """
+
+    def __init__(self, memory_map, kind="normal", crash_region=None, arch="x86_64", method="classic", totalram_pages=None):
+        if kind not in KINDS:
+            raise PlanError("unknown load kind %r: use one of %s" % (kind, ", ".join(KINDS)))
+        if not isinstance(memory_map, MemoryMap):
+            memory_map = MemoryMap(memory_map)
+        if crash_region is not None and not isinstance(crash_region, Range):
+            crash_region = Range(crash_region[0], crash_region[1], "Crash kernel")
+        if kind == "crash" and (crash_region is None or crash_region.size == 0):
+            raise PlanError(
+                "a crash kernel needs reserved memory but this host has no crash region; "
+                "boot it with crashkernel=256M (or more) on the kernel command line"
+            )
+        self.memory_map = memory_map
+        self.kind = kind
+        self.crash_region = crash_region
+        self.arch = arch
+        self.method = method
+        self.totalram_pages = totalram_pages
+        self.entry = None
+        self.segments = []
+
+    # -- placement ---------------------------------------------------------------------------
+
+    @property
+    def destination_limit(self):
+        """Highest byte address a destination may reach on this arch."""
+        return DESTINATION_LIMIT.get(self.arch, _ULONG_MAX)
+
+    def _window(self, min_addr, max_addr):
+        # The kernel refuses a segment whose end reaches the limit, so the last byte stays 2 below.
+        top = self.destination_limit - 1
+        if max_addr is None or max_addr > top:
+            max_addr = top
+        if self.kind == "crash":
+            min_addr = max(min_addr, self.crash_region.start)
+            max_addr = min(max_addr, self.crash_region.end - 1)
+        return min_addr, max_addr
+
+    def _place(self, what, memsz, align, min_addr, max_addr, top_down):
+        memsz = align_up(memsz, PAGE_SIZE)
+        align = max(align, PAGE_SIZE)
+        lo, hi = self._window(min_addr, max_addr)
+        if hi < lo:
+            raise PlanError(
+                "segment %r: window %#x-%#x lies outside the %s; widen the window"
+                % (what, min_addr, max_addr if max_addr is not None else 0, "crash region" if self.kind == "crash" else "addressable memory")
+            )
+        try:
+            return self.memory_map.find_hole(memsz, align, lo, hi, top_down, avoid=[(s.mem, s.end) for s in self.segments]), memsz
+        except PlanError as exc:
+            where = " inside the crash region %#x-%#x" % (self.crash_region.start, self.crash_region.end) if self.kind == "crash" else ""
+            hint = "; boot with a larger crashkernel= reservation" if self.kind == "crash" else ""
+            raise PlanError("segment %r (%#x bytes) does not fit%s: %s%s" % (what, memsz, where, exc, hint))
+
+    def add_segment(self, what, buf, memsz=None, align=PAGE_SIZE, min_addr=0, max_addr=None, top_down=False):
+        """Place ``buf`` now in a free RAM hole and return its Segment (kexec-tools add_buffer).
+
+        ``memsz`` defaults to the buffer's size and is rounded up to a page; ``align`` is at least
+        a page; ``max_addr`` is the highest address the last byte may take (inclusive).
+        """
+        bufsz = _buffer_view(buf).nbytes
+        if memsz is None:
+            memsz = bufsz
+        if bufsz > memsz:
+            raise PlanError("segment %r: buffer of %#x bytes is larger than its memsz %#x; pass memsz >= the buffer size" % (what, bufsz, memsz))
+        if memsz == 0:
+            raise PlanError("segment %r is empty; an empty file was probably given" % (what,))
+        mem, memsz = self._place(what, memsz, align, min_addr, max_addr, top_down)
+        seg = Segment(what, buf, mem, memsz)
+        self.segments.append(seg)
+        return seg
+
+    def add_segment_at(self, what, buf, mem, memsz=None):
+        """Add a segment at a fixed address (ELF program headers say where); ``check()`` judges it."""
+        bufsz = _buffer_view(buf).nbytes if buf is not None else 0
+        if memsz is None:
+            memsz = bufsz
+        seg = Segment(what, buf, mem, memsz)
+        self.segments.append(seg)
+        return seg
+
+    def reserve(self, what, memsz, align=PAGE_SIZE, min_addr=0, max_addr=None, top_down=False):
+        """Place an empty segment of ``memsz`` now; fill it later with ``Segment.set_buffer()``."""
+        if memsz <= 0:
+            raise PlanError("cannot reserve %#x bytes for %r: the size must be positive" % (memsz, what))
+        mem, memsz = self._place(what, memsz, align, min_addr, max_addr, top_down)
+        seg = Segment(what, None, mem, memsz)
+        self.segments.append(seg)
+        return seg
+
+    def segment(self, what):
+        """The first segment named ``what`` (None when absent)."""
+        for seg in self.segments:
+            if seg.what == what:
+                return seg
+        return None
+
+    # -- checks ------------------------------------------------------------------------------
+
+    def _totalram_pages(self):
+        if self.totalram_pages is not None:
+            return self.totalram_pages
+        return self.memory_map.total_ram() // PAGE_SIZE
+
+    def problems(self):
+        """Every reason the kernel (or our own loader) would refuse this plan, as strings."""
+        out = []
+        segs = self.segments
+        if len(segs) > KEXEC_SEGMENT_MAX:
+            out.append("%d segments, the kernel takes at most %d (KEXEC_SEGMENT_MAX); merge segments" % (len(segs), KEXEC_SEGMENT_MAX))
+        limit = self.destination_limit
+        for seg in segs:
+            name = "segment %r at %#x+%#x" % (seg.what, seg.mem, seg.memsz)
+            mend = seg.mem + seg.memsz
+            if seg.mem < 0 or seg.memsz < 0 or mend > _ULONG_MAX:
+                out.append("%s wraps around the address space; give it a sane address and size" % name)
+                continue
+            if seg.mem % PAGE_SIZE or mend % PAGE_SIZE:
+                out.append("%s is not page aligned (start and end must be multiples of %#x); round it to pages" % (name, PAGE_SIZE))
+            if mend >= limit:
+                out.append("%s ends at %#x, at or above the %s destination limit %#x; place it lower" % (name, mend, self.arch, limit))
+            if seg.buf is None:
+                out.append("%s was reserved but never given a buffer; link or fill it before loading" % name)
+            if seg.bufsz > seg.memsz:
+                out.append("%s holds %#x bytes, more than its memsz; raise memsz to at least the buffer size" % (name, seg.bufsz))
+            if self.kind == "crash":
+                cr = self.crash_region
+                if seg.mem < cr.start or mend > cr.end:
+                    out.append("%s lies outside the crash region %#x-%#x; place it inside the reservation" % (name, cr.start, cr.end))
+            elif not self.memory_map.contains_ram(seg.mem, mend):
+                out.append("%s is not entirely in System RAM; place it in a RAM hole" % name)
+        # Overlaps: sort once and sweep, remembering the segment reaching furthest so far.
+        ordered = sorted(segs, key=lambda s: (s.mem, s.memsz))
+        reach = None
+        for seg in ordered:
+            if seg.memsz <= 0:
+                continue
+            if reach is not None and seg.mem < reach.mem + reach.memsz:
+                out.append("segments %r (%#x-%#x) and %r (%#x-%#x) overlap; move one of them"
+                           % (reach.what, reach.mem, reach.mem + reach.memsz, seg.what, seg.mem, seg.mem + seg.memsz))
+            if reach is None or seg.mem + seg.memsz > reach.mem + reach.memsz:
+                reach = seg
+        # The kernel refuses loads needing more than half of RAM (slow page allocation soft-locks).
+        half = self._totalram_pages() // 2
+        total = 0
+        for seg in segs:
+            pages = max(0, -(-seg.memsz // PAGE_SIZE))
+            total += pages
+            if pages > half:
+                out.append("segment %r needs %#x pages, more than half of RAM (%#x pages); use a smaller image or initrd" % (seg.what, pages, half))
+        if total > half:
+            out.append("the segments need %#x pages in all, more than half of RAM (%#x pages); use a smaller kernel or initrd" % (total, half))
+        return out
+
+    def check(self):
+        """Raise PlanError listing every problem the kernel's sanity_check_segment_list would refuse.
+
+        Run before any syscall so a refused load leaves the host untouched and the user reads
+        all the reasons at once, with numbers.
+        """
+        problems = self.problems()
+        if problems:
+            raise PlanError("the %s kexec plan would be refused by the kernel:\n- %s" % (self.kind, "\n- ".join(problems)))
+        return self
+
+    # -- relocation model --------------------------------------------------------------------
+
+    def relocation_model(self, allocator="top_down"):
+        """Replay what the kernel does with this plan's pages between load and jump.
+
+        For normal loads the kernel copies each segment into pages it allocates anywhere in RAM
+        ("source pages"), records (destination, source) in its entry list (plus indirection pages
+        for the list itself), and at jump time copies source to destination page by page.  An
+        allocated page can be another page's destination; seed 000's pass reorders and swaps
+        pages so that every page is either its own destination or nobody's, which makes the
+        in-order copy safe.  This runs that pass with dicts (O(pages)), tracking what each page
+        holds, then replays the copy and verifies every destination ends up with its data.
+
+        ``allocator`` is "top_down", "bottom_up" or an iterable of page addresses, the order the
+        kernel's page allocator would hand pages out.  Crash loads are copied into the reserved
+        region at load time: nothing moves at jump time.
+
+        Returns a plain dict.
+        """
+        dest_pages = []
+        for idx, seg in enumerate(self.segments):
+            npages = -(-seg.memsz // PAGE_SIZE) if seg.memsz > 0 else 0
+            for k in range(npages):
+                dest_pages.append((seg.mem - seg.mem % PAGE_SIZE + k * PAGE_SIZE, idx, k))
+        total = len(dest_pages)
+        if self.kind == "crash":
+            return {
+                "kind": self.kind, "method": "direct", "pages": total, "pages_to_copy": 0,
+                "allocated_pages": 0, "indirection_pages": 0, "in_place": total,
+                "swaps_destination_conflict": 0, "swaps_source_conflict": 0, "buffer_claims": 0,
+                "verified": True,
+            }
+        pages_iter = iter(self._allocation_order(allocator))
+
+        def alloc():
+            for page in pages_iter:
+                if page not in used:
+                    used.add(page)
+                    return page
+            raise PlanError("the relocation model ran out of pages: the plan needs %d pages, more than this RAM has" % total)
+
+        used = set()
+        # Entry list: ("ind", page) for indirection pages, ("src", page, dest, tag) for sources.
+        # An indirection page holds 512 entries; the last links to the next page, and each
+        # segment adds one destination entry, so 511 slots per page carry the rest.
+        entries = []
+        slots = 0
+        last_dest = None
+        for dest, idx, k in dest_pages:
+            need = 1 if dest != last_dest else 0
+            if slots < need + 1:
+                entries.append(["ind", alloc(), None, None])
+                slots = 511
+            slots -= need + 1
+            entries.append(["src", alloc(), dest, (idx, k)])
+            last_dest = dest + PAGE_SIZE
+        buffer = alloc()
+
+        content = {}  # physical page -> tag of the data it holds now
+        for e in entries:
+            if e[0] == "src":
+                content[e[1]] = e[3]
+        dest_of = {}  # destination page -> entry index (processed source entries)
+        page_at = {}  # page held by a processed entry -> entry index
+        dst_swaps = src_swaps = claims = 0
+        for i, e in enumerate(entries):
+            page = e[1]
+            # Invariant 2: no earlier entry may have this page as its destination; if one does,
+            # give it this page now (its data moves here) and take a spare page instead.
+            c = dest_of.get(page)
+            if c is not None:
+                cpage = entries[c][1]
+                content[buffer] = content.get(page)
+                content[page] = content.get(cpage)
+                entries[c][1] = page
+                page_at.pop(cpage, None)
+                page_at[page] = c
+                e[1] = buffer
+                buffer = cpage
+                page = e[1]
+                dst_swaps += 1
+            if e[0] == "src":
+                dest = e[2]
+                # Invariant 3: our destination must not hold an earlier entry's data; if it does,
+                # move that data to the spare page and put ours straight into our destination.
+                c = page_at.get(dest)
+                if c is not None:
+                    content[buffer] = content.get(dest)
+                    content[dest] = content.get(page)
+                    entries[c][1] = buffer
+                    page_at[buffer] = c
+                    e[1] = dest
+                    buffer = page
+                    page = dest
+                    src_swaps += 1
+                if buffer == dest:
+                    content[buffer] = content.get(page)
+                    e[1] = buffer
+                    buffer = page
+                    page = dest
+                    claims += 1
+                dest_of[dest] = i
+            page_at[page] = i
+
+        # Replay relocate_kernel: copy each source page to its destination in entry order.
+        memory = dict(content)
+        written = set()
+        copies = 0
+        in_place = 0
+        intact = True
+        for e in entries:
+            if e[0] != "src":
+                # The copy loop reads each indirection page when it reaches it: an earlier copy
+                # must not have overwritten it (seed 000's invariant 2 guarantees this).
+                intact = intact and e[1] not in written
+                continue
+            written.add(e[2])
+            if e[1] == e[2]:
+                in_place += 1
+                continue
+            memory[e[2]] = memory.get(e[1])
+            copies += 1
+        verified = intact and all(memory.get(e[2]) == e[3] for e in entries if e[0] == "src")
+        return {
+            "kind": self.kind,
+            "method": "copy_at_jump",
+            "pages": total,
+            "pages_to_copy": copies,
+            "allocated_pages": len(used),
+            "indirection_pages": sum(1 for e in entries if e[0] == "ind"),
+            "in_place": in_place,
+            "swaps_destination_conflict": dst_swaps,
+            "swaps_source_conflict": src_swaps,
+            "buffer_claims": claims,
+            "verified": verified,
+        }
+
+    def _allocation_order(self, allocator):
+        if allocator in ("top_down", "bottom_up"):
+            ram = self.memory_map.ram()
+            src_limit = self.destination_limit  # KEXEC_SOURCE_MEMORY_LIMIT equals it on x86_64
+
+            def gen():
+                ranges = reversed(ram) if allocator == "top_down" else ram
+                for r in ranges:
+                    lo = align_up(r.start, PAGE_SIZE)
+                    hi = min(r.end, src_limit) // PAGE_SIZE * PAGE_SIZE
+                    if allocator == "top_down":
+                        page = hi - PAGE_SIZE
+                        while page >= lo:
+                            yield page
+                            page -= PAGE_SIZE
+                    else:
+                        page = lo
+                        while page + PAGE_SIZE <= hi:
+                            yield page
+                            page += PAGE_SIZE
+            return gen()
+        return allocator
+
+    # -- plain values ------------------------------------------------------------------------
+
+    def to_dict(self):
+        """Plain-value form: {"method", "kind", "entry", "segments": [Segment.to_dict()...]}."""
+        return {
+            "method": self.method,
+            "kind": self.kind,
+            "entry": self.entry,
+            "segments": [s.to_dict() for s in self.segments],
+        }
+
+    def __repr__(self):
+        return "Plan(kind=%r, entry=%s, segments=%r)" % (self.kind, _hex(self.entry) if self.entry is not None else None, self.segments)

@@ -1,0 +1,79 @@
+#!/bin/sh
+# Record the files fleetboot.kexec's Host.read() needs from a live machine into a fixture tree.
+#
+#   scripts/record_sysroot.sh 'ssh root@10.0.2.15' tests/fixtures/sysroots/lab-q35-ovmf
+#   scripts/record_sysroot.sh 'ssh -p 2222 debian@localhost sudo' OUTDIR
+#
+# HOST_SSH_CMD is a command prefix that runs its argument as a shell command on the machine, as
+# root (iomem shows zero addresses and boot_params is unreadable otherwise).  Nothing on the
+# machine is changed except a temporary directory, removed afterwards.
+#
+# Files in /proc and /sys report a size of 0 or 4096 whatever they hold, so tar cannot read them
+# directly: the remote side copies each one with cat into a staging directory first.
+# Keep the list in step with FILES and DIRS in plugins/module_utils/kexec/host.py
+# (tests/unit/test_host.py checks it).
+set -eu
+
+if [ $# -ne 2 ]; then
+    echo "usage: $0 HOST_SSH_CMD OUTDIR" >&2
+    exit 2
+fi
+SSH_CMD=$1
+OUT=$2
+
+# shellcheck disable=SC2016  # expanded on the remote machine, not here
+REMOTE_SCRIPT='
+set -eu
+T=$(mktemp -d)
+trap "rm -rf \"$T\"" EXIT
+chmod 755 "$T"  # mktemp makes it 0700 and tar would give OUTDIR that mode
+copy() {
+    # Missing or unreadable files are simply absent from the recording, as Host.read expects.
+    if [ -r "$1" ] && [ -f "$1" ]; then
+        mkdir -p "$T$(dirname "$1")"
+        cat "$1" > "$T$1" 2>/dev/null || rm -f "$T$1"
+    fi
+}
+for f in \
+    /proc/iomem \
+    /proc/cmdline \
+    /proc/meminfo \
+    /proc/sys/kernel/osrelease \
+    /proc/sys/kernel/kexec_load_disabled \
+    /proc/sys/kernel/arch \
+    /sys/kernel/security/lockdown \
+    /sys/kernel/boot_params/data \
+    /sys/kernel/kexec_loaded \
+    /sys/kernel/kexec_crash_loaded \
+    /sys/kernel/kexec_crash_size \
+    /sys/firmware/efi/systab \
+    /sys/firmware/efi/fw_vendor \
+    /sys/firmware/efi/runtime \
+    /sys/firmware/efi/config_table \
+    /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-e0b98c3b0e8c \
+    "/boot/config-$(uname -r)"
+do
+    copy "$f"
+done
+if [ -d /sys/firmware/memmap ]; then
+    for d in /sys/firmware/memmap/*; do
+        for f in start end type; do copy "$d/$f"; done
+    done
+fi
+if [ -d /sys/firmware/efi ]; then
+    mkdir -p "$T/sys/firmware/efi"
+    # The EFI runtime map, which bootparams.EfiState.read hands to the next kernel.
+    if [ -d /sys/firmware/efi/runtime-map ]; then
+        for d in /sys/firmware/efi/runtime-map/*; do
+            for f in type phys_addr virt_addr num_pages attribute; do copy "$d/$f"; done
+        done
+    fi
+fi
+uname -m > "$T/machine"
+tar -C "$T" -cf - .
+'
+
+mkdir -p "$OUT"
+# shellcheck disable=SC2086  # HOST_SSH_CMD is deliberately split into words
+$SSH_CMD sh -c "'$(printf "%s" "$REMOTE_SCRIPT" | sed "s/'/'\\\\''/g")'" | tar -C "$OUT" -xf -
+echo "recorded $(find "$OUT" -type f | wc -l) files into $OUT"
