@@ -1,0 +1,128 @@
+"""Real Debian kernels for tests and benchmarks.
+
+Synthetic images only prove that we agree with ourselves; the loader has to read what distributions
+actually ship.  ``kernel_package()`` fetches ``linux-image-<version>`` with ``apt-get download``
+(the signed package first, then ``-unsigned``), unpacks it with ``dpkg-deb -x`` into a cache and
+returns the paths.  The cache lives in ``$FLEETBOOT_CACHE/<version>/`` or
+``~/.cache/fleetboot/kernels/<version>/``; a ``.complete`` marker written last makes a half-finished
+extraction invisible, and an exclusive ``flock`` makes it safe under pytest-xdist (one worker
+downloads, the others wait and then reuse).
+"""
+
+import fcntl
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+
+DEFAULT_VERSION = "6.1.0-56-amd64"
+# Both exist in bookworm-security; two builds let tests compare fields that must agree.
+TEST_VERSIONS = ("6.1.0-54-amd64", "6.1.0-56-amd64")
+
+
+class KernelUnavailable(Exception):
+    """The package could not be fetched (no network, no apt, unknown version)."""
+
+
+class KernelPackage:
+    """Paths inside one extracted linux-image package."""
+
+    def __init__(self, version, root):
+        self.version = version
+        self.root = root
+        self.vmlinuz = os.path.join(root, "boot", "vmlinuz-" + version)
+        config = os.path.join(root, "boot", "config-" + version)
+        self.config = config if os.path.exists(config) else None
+        sysmap = os.path.join(root, "boot", "System.map-" + version)
+        self.system_map = sysmap if os.path.exists(sysmap) else None
+
+    def config_value(self, name):
+        """Value of CONFIG_<name> in the package's config ('y', '0x200000', ...) or None."""
+        if not self.config:
+            return None
+        key = "CONFIG_" + name + "="
+        with open(self.config) as f:
+            for line in f:
+                if line.startswith(key):
+                    return line[len(key):].strip().strip('"')
+        return None
+
+    def __repr__(self):
+        return "KernelPackage(%r, %r)" % (self.version, self.root)
+
+
+def cache_root():
+    """Directory that holds one subdirectory per kernel version."""
+    env = os.environ.get("FLEETBOOT_CACHE")
+    if env:
+        return env
+    return os.path.join(os.path.expanduser("~"), ".cache", "fleetboot", "kernels")
+
+
+def _run(argv, cwd=None):
+    proc = subprocess.run(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, check=False)
+    return proc.returncode, proc.stdout
+
+
+def _download(version, workdir):
+    """apt-get download the package into workdir; return the .deb path."""
+    if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
+        raise KernelUnavailable("apt-get/dpkg-deb not found: cannot fetch linux-image-%s" % version)
+    names = ["linux-image-" + version, "linux-image-" + version + "-unsigned"]
+    log = []
+    # Try without touching the apt lists first; only if no name resolves do we refresh them.
+    for refresh in (False, True):
+        if refresh:
+            rc, out = _run(["apt-get", "update", "-q"])
+            log.append("apt-get update -> %d\n%s" % (rc, out[-2000:]))
+        for name in names:
+            rc, out = _run(["apt-get", "download", "-q", name], cwd=workdir)
+            log.append("apt-get download %s -> %d\n%s" % (name, rc, out[-2000:]))
+            if rc == 0:
+                debs = glob.glob(os.path.join(workdir, "*.deb"))
+                if debs:
+                    return debs[0]
+    raise KernelUnavailable("could not download linux-image-%s (no network or unknown version):\n%s"
+                            % (version, "\n".join(log)))
+
+
+def kernel_package(version=DEFAULT_VERSION):
+    """Return a KernelPackage for ``version``, downloading and extracting it on first use."""
+    root = cache_root()
+    os.makedirs(root, exist_ok=True)
+    final = os.path.join(root, version)
+    marker = os.path.join(final, ".complete")
+    if os.path.exists(marker):
+        return KernelPackage(version, final)
+    with open(os.path.join(root, "." + version + ".lock"), "w") as lockf:
+        fcntl.flock(lockf, fcntl.LOCK_EX)
+        try:
+            if os.path.exists(marker):  # another process finished while we waited
+                return KernelPackage(version, final)
+            work = tempfile.mkdtemp(prefix="." + version + ".", dir=root)
+            try:
+                deb = _download(version, work)
+                tree = os.path.join(work, "tree")
+                rc, out = _run(["dpkg-deb", "-x", deb, tree])
+                if rc != 0:
+                    raise KernelUnavailable("dpkg-deb -x %s failed:\n%s" % (deb, out))
+                if not os.path.exists(os.path.join(tree, "boot", "vmlinuz-" + version)):
+                    raise KernelUnavailable("%s has no boot/vmlinuz-%s" % (deb, version))
+                if os.path.exists(final):
+                    shutil.rmtree(final)
+                os.rename(tree, final)
+                with open(marker, "w") as f:
+                    f.write(os.path.basename(deb) + "\n")
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        finally:
+            fcntl.flock(lockf, fcntl.LOCK_UN)
+    return KernelPackage(version, final)
+
+
+if __name__ == "__main__":
+    import sys
+    for v in sys.argv[1:] or TEST_VERSIONS:
+        print(kernel_package(v))

@@ -1,0 +1,80 @@
+"""Shared fixtures for unit tests: real Debian kernels (downloaded once, cached) and fake hosts."""
+
+import mmap
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from tests.kernels import TEST_VERSIONS, KernelUnavailable, kernel_package  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def debian_kernels():
+    """{version: KernelPackage} for the Debian kernels tests run against (skip if unreachable)."""
+    out = {}
+    for version in TEST_VERSIONS:
+        try:
+            out[version] = kernel_package(version)
+        except KernelUnavailable as err:
+            pytest.skip("real Debian kernel linux-image-%s unavailable (no network or no apt?): %s"
+                        % (version, str(err).splitlines()[0]))
+    return out
+
+
+@pytest.fixture(scope="session", params=TEST_VERSIONS)
+def kernel(request, debian_kernels):
+    """One KernelPackage per test version (tests using it run once per kernel)."""
+    return debian_kernels[request.param]
+
+
+def map_file(path):
+    """Read-only mmap of a file (what the loader does with real kernels)."""
+    with open(path, "rb") as f:
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+@pytest.fixture(scope="session")
+def vmlinuz_maps(debian_kernels):
+    """{version: mmap of vmlinuz}."""
+    return {v: map_file(k.vmlinuz) for v, k in debian_kernels.items()}
+
+
+@pytest.fixture(scope="session")
+def vmlinuz(kernel, vmlinuz_maps):
+    """mmap of the current test kernel's vmlinuz."""
+    return vmlinuz_maps[kernel.version]
+
+
+@pytest.fixture(scope="session")
+def vmlinux_cache():
+    """Decompressed vmlinux per version, computed once per session."""
+    return {}
+
+
+# -- fake hosts ---------------------------------------------------------------------------------
+
+def qemu_ranges(ram_top=0x140000000):
+    """A 5 GiB QEMU-like firmware map: low RAM, BIOS holes, RAM to 3 GiB, PCI hole, RAM above 4 GiB."""
+    from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.memmap import Range
+    return [
+        Range(0x0, 0x9FC00, "System RAM"),
+        Range(0x9FC00, 0xA0000, "Reserved"),
+        Range(0xF0000, 0x100000, "Reserved"),
+        Range(0x100000, 0xBFFE0000, "System RAM"),
+        Range(0xBFFE0000, 0xC0000000, "Reserved"),
+        Range(0xFEFFC000, 0xFF000000, "Reserved"),
+        Range(0xFFFC0000, 0x100000000, "Reserved"),
+        Range(0x100000000, ram_top, "System RAM"),
+    ]
+
+
+@pytest.fixture
+def qemu_host():
+    """A Host value for a BIOS-booted 5 GiB VM (no EFI, no running boot_params)."""
+    from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host
+    from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.memmap import MemoryMap
+    return Host(arch="x86_64", release="6.1.0-56-amd64", cmdline="", memory_map=MemoryMap(qemu_ranges()),
+                efi=False, secure_boot=False, boot_params=None, acpi_rsdp=None)
