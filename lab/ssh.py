@@ -68,6 +68,17 @@ def wait_answering(vm, key_file, timeout=180):
                    % (vm.name, vm.port, timeout, last, vm.serial_log, vm.serial_tail()))
 
 
+def _makedirs(sftp, path):
+    """mkdir -p over SFTP."""
+    parts = path.strip("/").split("/")
+    for i in range(1, len(parts) + 1):
+        here = "/" + "/".join(parts[:i])
+        try:
+            sftp.stat(here)
+        except IOError:
+            sftp.mkdir(here)
+
+
 def put_tree(port, key_file, local_dir, remote_dir, skip=("__pycache__",)):
     """Copy a local directory tree to the VM over SFTP (replacing files of the same name)."""
     client = _client(port, key_file, timeout=15)
@@ -77,10 +88,7 @@ def put_tree(port, key_file, local_dir, remote_dir, skip=("__pycache__",)):
             dirs[:] = [d for d in dirs if d not in skip]
             rel = os.path.relpath(here, local_dir)
             target = remote_dir if rel == "." else posixpath.join(remote_dir, *rel.split(os.sep))
-            try:
-                sftp.mkdir(target)
-            except IOError:  # exists already
-                pass
+            _makedirs(sftp, target)
             for name in files:
                 if not name.endswith(".pyc"):
                     sftp.put(os.path.join(here, name), posixpath.join(target, name))
