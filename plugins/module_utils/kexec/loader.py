@@ -12,7 +12,7 @@ back to kexec_load when that is permitted; a refused signature never falls back:
 the security policy working.
 
 Test-only hook: ``FLEETBOOT_TEST_CORRUPT_SEGMENT=<what>`` (e.g. ``kernel``) flips one byte of that
-segment's private mapping *after* purgatory recorded its digests, so the lab can prove purgatory
+segment (in a private copy) *after* purgatory recorded its digests, so the lab can prove purgatory
 halts on a mismatch.  It exists for tests/e2e/test_purgatory_halt.py only; never set it otherwise.
 """
 
@@ -387,18 +387,18 @@ def _kexec_flags(kind, arch):
 
 
 def _corrupt(segments, what):
-    """Test-only: flip one byte in the middle of segment ``what`` (its private mapping)."""
+    """Test-only: replace segment ``what`` by a copy with one byte flipped in the middle."""
     for seg in segments:
         if seg.what != what:
             continue
         if not seg.bufsz:
             raise KexecError("%s=%s: that segment has no data to corrupt" % (CORRUPT_ENV, what))
+        # Always a copy: the loader never writes into its file mappings (digest.py relies on it).
         view = memoryview(seg.buf)
-        if view.readonly or view.ndim != 1 or view.itemsize != 1:
-            copy = bytearray(view[:seg.bufsz].tobytes() if view.ndim == 1 else view.tobytes())
-            view.release()
-            seg.buf = copy  # bypass set_buffer(): keep the digests purgatory already recorded
-            view = memoryview(copy)
+        copy = bytearray(view[:seg.bufsz].tobytes() if view.ndim == 1 else view.tobytes())
+        view.release()
+        seg.set_buffer(copy)  # forgets the segment's own digest; purgatory keeps the old one
+        view = memoryview(copy)
         offset = seg.bufsz // 2
         view[offset] ^= 0xFF
         view.release()

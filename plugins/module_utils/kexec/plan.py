@@ -13,7 +13,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import hashlib
+import mmap
 
+from .digest import sha256_hex, update as update_digests
 from .errors import PlanError
 from .memmap import PAGE_SIZE, MemoryMap, Range, align_up
 
@@ -98,11 +100,21 @@ class Segment:
             return None
         if self._sha256 is not None:
             return self._sha256
-        view = _buffer_view(self.buf)
-        digest = hashlib.sha256(view).hexdigest()
-        if view.readonly:
-            self._sha256 = digest
+        digest = sha256_hex(self.buf)
+        self.remember_sha256(digest)
         return digest
+
+    def _immutable(self):
+        """Read-only buffers and file mappings never change under us (the loader writes into
+        neither); writable ones such as boot_params are patched after placement."""
+        view = _buffer_view(self.buf)
+        return view.readonly or isinstance(view.obj, mmap.mmap)
+
+    def remember_sha256(self, hexdigest):
+        """Keep a digest of exactly this buffer's bytes computed elsewhere (purgatory hashes
+        every segment anyway), so that a 64 MiB initrd is read once, not twice."""
+        if self.buf is not None and self._immutable():
+            self._sha256 = hexdigest
 
     def sha256_memsz(self):
         """Hex sha256 of the whole destination as it will be after the load: buffer + zero fill.
@@ -111,7 +123,7 @@ class Segment:
         """
         h = hashlib.sha256()
         if self.buf is not None:
-            h.update(_buffer_view(self.buf))
+            update_digests((h,), self.buf)
         left = self.memsz - self.bufsz
         while left > 0:
             n = min(left, len(_ZERO_CHUNK))

@@ -25,6 +25,7 @@ import hashlib
 import struct
 
 from . import elf
+from .digest import update as update_digests
 from .errors import ImageFormatError, PurgatoryError
 
 R_X86_64_NONE = 0
@@ -287,10 +288,10 @@ def region_table(segments):
                                  "other segment is final" % (seg.what,))
         if seg.bufsz == 0:
             continue
-        view = memoryview(seg.buf)
-        if view.ndim != 1 or view.itemsize != 1:
-            view = view.cast("B")
-        h.update(view[:seg.bufsz])
+        own = hashlib.sha256()
+        update_digests((h, own), seg.buf, seg.bufsz)
+        if seg.bufsz == len(memoryview(seg.buf).cast("B")) and hasattr(seg, "remember_sha256"):
+            seg.remember_sha256(own.hexdigest())
         regions.append((seg.mem, seg.bufsz))
     if len(regions) > MAX_REGIONS:
         raise PurgatoryError("%d segments to verify, the purgatory holds %d; the kernel would "

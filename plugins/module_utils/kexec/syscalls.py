@@ -23,6 +23,7 @@ import hashlib
 import os
 import platform
 
+from .digest import sha256_hex
 from .errors import SignatureError, SyscallError
 
 # <uapi/linux/kexec.h>: kexec_load flags (the high 16 bits name the architecture).
@@ -140,17 +141,7 @@ def segment_values(segment):
 
 def buffer_sha256(buf, bufsz=None):
     """Hex sha256 of the first ``bufsz`` bytes of ``buf`` (all of it by default), without copying."""
-    h = hashlib.sha256()
-    if buf is None:
-        return h.hexdigest()
-    view = memoryview(buf)
-    try:
-        if view.ndim != 1 or view.itemsize != 1:
-            view = view.cast("B")
-        h.update(view[:len(view) if bufsz is None else bufsz])
-    finally:
-        view.release()
-    return h.hexdigest()
+    return sha256_hex(buf, bufsz)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,146 @@
+"""Load speed and memory: our `load --dry-run` vs kexec-tools' `kexec -l`, same inputs, same run.
+
+Input: Debian's vmlinuz 6.1.0-56-amd64 and a 64 MiB initrd. kexec-tools runs unprivileged
+(as nobody), so it does all its work and stops at the syscall with EPERM; ours runs
+`load --dry-run`, which does every step (parsing, planning, purgatory link, sha256 of every
+segment) but the syscall. Both are timed as whole processes (startup included), alternately,
+several times; the report gives the median wall time and peak RSS of each and their ratios.
+kexec-tools is fetched with `apt-get download` and unpacked into the cache: never installed.
+
+    .venv/bin/python benchmarks/load_speed.py [--runs 7] [--json]
+"""
+
+import argparse
+import glob
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from tests.kernels import cache_root, kernel_package  # noqa: E402
+
+KERNEL_VERSION = "6.1.0-56-amd64"
+INITRD_MIB = 64
+APPEND = "root=/dev/vda rw console=ttyS0"
+NOBODY = 65534
+
+
+# kexec-tools links libxenctrl (for Xen hosts); its Xen libraries come along, unpacked beside it.
+KEXEC_TOOLS_PACKAGES = ["kexec-tools", "libxenmisc4.17", "libxencall1", "libxendevicemodel1",
+                        "libxenevtchn1", "libxenforeignmemory1", "libxengnttab1", "libxenhypfs1",
+                        "libxenstore4", "libxentoollog1", "libxentoolcore1", "libyajl2"]
+
+
+def kexec_tools():
+    """(path of kexec, environment) from Debian's packages, unpacked in the cache, not installed."""
+    root = os.path.join(cache_root(), "kexec-tools")
+    tree = os.path.join(root, "tree")
+    binary = os.path.join(tree, "sbin", "kexec")
+    if not os.path.exists(os.path.join(root, ".complete")):
+        os.makedirs(root, exist_ok=True)
+        subprocess.run(["apt-get", "download", "-q"] + KEXEC_TOOLS_PACKAGES, cwd=root, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for deb in glob.glob(os.path.join(root, "*.deb")):
+            subprocess.run(["dpkg-deb", "-x", deb, tree], check=True)
+        open(os.path.join(root, ".complete"), "w").close()
+    env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(tree, "usr", "lib", "x86_64-linux-gnu"))
+    return binary, env
+
+
+def initrd():
+    """A 64 MiB initrd of incompressible bytes (deterministic), made once."""
+    path = os.path.join(cache_root(), "bench-initrd-%dM.img" % INITRD_MIB)
+    if not os.path.exists(path) or os.path.getsize(path) != INITRD_MIB << 20:
+        chunk = bytearray()
+        seed = b"fleetboot"
+        import hashlib
+        with open(path + ".tmp", "wb") as f:
+            for i in range((INITRD_MIB << 20) // 32):
+                chunk += hashlib.sha256(seed + i.to_bytes(8, "little")).digest()
+                if len(chunk) >= 1 << 20:
+                    f.write(chunk)
+                    chunk = bytearray()
+            f.write(chunk)
+        os.replace(path + ".tmp", path)
+    return path
+
+
+def measure(argv, env=None, preexec=None):
+    """Run argv once; return (exit status, wall seconds, peak RSS in MB, output tail)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                            preexec_fn=preexec)
+    out = proc.stdout.read()
+    dummy, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, wall, usage.ru_maxrss / 1024.0, out.decode("utf-8", "replace")
+
+
+def as_nobody():
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--sysroot", help="recorded host tree our loader plans against",
+                    default=os.path.join(REPO, "tests", "fixtures", "sysroots", "lab-seabios-pc-2g-crash"))
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    kernel = kernel_package(KERNEL_VERSION).vmlinuz
+    rd = initrd()
+    kexec, kexec_env = kexec_tools()
+    # kexec-tools runs as nobody: it must be able to reach the inputs and its libraries.
+    for path in (kernel, rd, kexec):
+        os.chmod(path, os.stat(path).st_mode | 0o444)
+        parent = os.path.dirname(path)
+        while parent not in ("/", ""):
+            os.chmod(parent, os.stat(parent).st_mode | 0o111)
+            parent = os.path.dirname(parent)
+    ours = [sys.executable, os.path.join(REPO, "bin", "fleetboot-kexec"), "load", "--dry-run",
+            "--kernel", kernel, "--initrd", rd, "--append", APPEND, "--method", "classic",
+            "--sysroot", args.sysroot]
+    theirs = [kexec, "-l", kernel, "--initrd", rd, "--append", APPEND]
+
+    results = {"ours": [], "kexec-tools": []}
+    for dummy in range(args.runs):
+        rc, wall, rss, out = measure(ours)
+        if rc != 0:
+            sys.exit("our dry-run load failed (exit %d):\n%s" % (rc, out[-2000:]))
+        results["ours"].append((wall, rss))
+        rc, wall, rss, out = measure(theirs, env=kexec_env, preexec=as_nobody)
+        # It must have done all its work and been refused only by the kernel (EPERM as nobody,
+        # or ENOSYS on a kernel without kexec, like the development machines).
+        if "kexec_load failed" not in out:
+            sys.exit("kexec-tools did not stop at the syscall as expected:\n%s" % out[-2000:])
+        results["kexec-tools"].append((wall, rss))
+
+    report = {"kernel": KERNEL_VERSION, "initrd_mib": INITRD_MIB, "runs": args.runs}
+    for name, samples in results.items():
+        report[name] = {"median_wall_s": round(statistics.median(s[0] for s in samples), 4),
+                        "peak_rss_mb": round(max(s[1] for s in samples), 1)}
+    report["wall_ratio"] = round(report["ours"]["median_wall_s"] / report["kexec-tools"]["median_wall_s"], 3)
+    report["rss_ratio"] = round(report["ours"]["peak_rss_mb"] / report["kexec-tools"]["peak_rss_mb"], 3)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print("load of vmlinuz %s + %d MiB initrd, %d runs each" % (KERNEL_VERSION, INITRD_MIB, args.runs))
+        for name in ("ours", "kexec-tools"):
+            print("  %-12s median %.3f s   peak RSS %.1f MB"
+                  % (name, report[name]["median_wall_s"], report[name]["peak_rss_mb"]))
+        print("  ratio (ours / kexec-tools): wall %.2fx, peak RSS %.2fx"
+              % (report["wall_ratio"], report["rss_ratio"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
