@@ -10,6 +10,29 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from tests.kernels import TEST_VERSIONS, KernelUnavailable, kernel_package  # noqa: E402
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, ".build", "collections"))
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import syscalls  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def no_real_syscalls(monkeypatch):
+    """Every unit test: reaching libc's syscall() or sync() fails the test (we run as root)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a real syscall was attempted in a unit test")
+    monkeypatch.setattr(syscalls.CtypesSyscalls, "_syscall", refuse)
+    monkeypatch.setattr(syscalls.CtypesSyscalls, "_libc_sync", refuse)
+
+
+@pytest.fixture
+def files(tmp_path):
+    """A small fake kernel and initrd (random bytes) for loader tests that stub the formats."""
+    k = tmp_path / "vmlinuz"
+    k.write_bytes(os.urandom(3 * 4096 + 17))
+    i = tmp_path / "initrd.img"
+    i.write_bytes(os.urandom(2 * 4096 + 5))
+    return str(k), str(i)
+
 
 @pytest.fixture(scope="session")
 def debian_kernels():

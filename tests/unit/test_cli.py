@@ -23,27 +23,10 @@ PKG_DIR = os.path.join(REPO, "plugins", "module_utils", "kexec")
 MINE = ("syscalls.py", "loader.py", "cli.py")
 
 
-@pytest.fixture(autouse=True)
-def no_real_syscalls(monkeypatch):
-    def refuse(*a, **k):
-        raise AssertionError("a real syscall was attempted in a unit test")
-    monkeypatch.setattr(sc.CtypesSyscalls, "_syscall", refuse)
-    monkeypatch.setattr(sc.CtypesSyscalls, "_libc_sync", refuse)
-
-
 def run(argv, syscalls=None, stages=None, environ=None):
     out, err = io.StringIO(), io.StringIO()
     rc = cli.main(argv, syscalls=syscalls, stages=stages, environ=environ or {}, out=out, err=err)
     return rc, out.getvalue(), err.getvalue()
-
-
-@pytest.fixture
-def files(tmp_path):
-    k = tmp_path / "vmlinuz"
-    k.write_bytes(os.urandom(3 * 4096 + 17))
-    i = tmp_path / "initrd.img"
-    i.write_bytes(os.urandom(2 * 4096 + 5))
-    return str(k), str(i)
 
 
 @pytest.fixture

@@ -20,14 +20,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SYSROOTS = os.path.join(REPO, "tests", "fixtures", "sysroots")
 
 
-@pytest.fixture(autouse=True)
-def no_real_syscalls(monkeypatch):
-    def refuse(*a, **k):
-        raise AssertionError("a real syscall was attempted in a unit test")
-    monkeypatch.setattr(sc.CtypesSyscalls, "_syscall", refuse)
-    monkeypatch.setattr(sc.CtypesSyscalls, "_libc_sync", refuse)
-
-
 RAM = [Range(0, 0x9F000), Range(0x100000, 0x80000000)]
 CRASH = Range(0x6D000000, 0x7D000000, "Crash kernel")
 
@@ -79,15 +71,6 @@ class StubStages(loader.Stages):
         if self.fail_at == "purgatory":
             raise PurgatoryError("stub: cannot link")
         return super(StubStages, self).link_purgatory(plan, image)
-
-
-@pytest.fixture
-def files(tmp_path):
-    k = tmp_path / "vmlinuz"
-    k.write_bytes(os.urandom(3 * 4096 + 17))
-    i = tmp_path / "initrd.img"
-    i.write_bytes(os.urandom(2 * 4096 + 5))
-    return str(k), str(i)
 
 
 def sha(path):

@@ -14,15 +14,6 @@ from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors impor
     KexecError, SignatureError, SyscallError)
 
 
-@pytest.fixture(autouse=True)
-def no_real_syscalls(monkeypatch):
-    """Belt and braces: any attempt to reach libc's syscall() or sync() fails the test."""
-    def refuse(*a, **k):
-        raise AssertionError("a real syscall was attempted in a unit test")
-    monkeypatch.setattr(sc.CtypesSyscalls, "_syscall", refuse)
-    monkeypatch.setattr(sc.CtypesSyscalls, "_libc_sync", refuse)
-
-
 class Seg:
     def __init__(self, buf, mem, memsz=None, bufsz=None):
         self.buf, self.mem = buf, mem
