@@ -13,7 +13,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Parallel VM tests: each e2e module brings its own fleet up; 2 workers fit 2 cores / 24 GiB.
 E2E_WORKERS ?= 2
 
-.PHONY: help deps venv collection-link unit e2e test demo lint sanity build-collection purgatory clean distclean
+.PHONY: help deps venv collection-link unit e2e test demo lint sanity build-collection purgatory purgatory-check bench clean distclean
 
 help:
 	@echo "make demo   - build the lab, boot a VM fleet, show each host's kernel, shut it down"
@@ -47,10 +47,18 @@ e2e: deps venv collection-link
 sanity: deps venv
 	@scripts/sanity.sh
 
+# The shipped purgatory module must match its sources (rebuilt and compared when gcc is the same).
+purgatory-check: deps venv
+	$(VPY) purgatory/build.py --check
+
+purgatory: deps venv
+	$(VPY) purgatory/build.py
+
 test: deps venv collection-link
 	@# The lab image build starts first, in the background, while the unit tests run.
 	$(VPY) -m lab build > .build/lab-build.out 2>&1 & echo $$! > .build/lab-build.pid
 	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory purgatory-check
 	$(MAKE) --no-print-directory sanity
 	@wait_pid=$$(cat .build/lab-build.pid); while kill -0 $$wait_pid 2>/dev/null; do sleep 2; done; \
 	  cat .build/lab-build.out
@@ -59,16 +67,22 @@ test: deps venv collection-link
 demo: deps venv collection-link
 	$(VPY) -m lab.demo
 
-lint: deps venv
-	$(VPY) -m compileall -q plugins lab tests
+lint: deps venv purgatory-check
+	$(VPY) -m compileall -q plugins lab tests benchmarks
 	@scripts/sanity.sh
 
 build-collection: venv
 	$(VENV)/bin/ansible-galaxy collection build --force --output-path .build/dist
 
+bench: deps venv collection-link
+	$(VPY) benchmarks/load_speed.py
+
 clean:
 	-$(VPY) -m lab down 2>/dev/null
 	rm -rf .build .pytest_cache
 
-distclean: clean
+distbench: deps venv collection-link
+	$(VPY) benchmarks/load_speed.py
+
+clean: clean
 	rm -rf $(VENV) .lab
