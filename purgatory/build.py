@@ -59,9 +59,13 @@ REQUIRED_SYMBOLS = {
     "purgatory_start": None,
     "fleetboot_kernel_entry": 8,
     "fleetboot_boot_params": 8,
-    "fleetboot_sha256_regions": 16 * 16,
-    "fleetboot_sha256_digest": 32,
+    # struct region { u64 start; u64 len; u8 sha256[32]; } x 16, one digest per segment.
+    "fleetboot_sha256_regions": 16 * 48,
 }
+
+# Symbols an older loader wrote that must be gone: a loader built for one layout must never
+# link an object built for another.
+RETIRED_SYMBOLS = ("fleetboot_sha256_digest",)
 
 
 def gcc_version(cc):
@@ -144,6 +148,9 @@ def check_object(blob):
         elif size is not None and sym["st_size"] != size:
             problems.append("required symbol %s has size %d, the loader writes %d"
                             % (name, sym["st_size"], size))
+    for name in RETIRED_SYMBOLS:
+        if name in by_name:
+            problems.append("symbol %s belongs to the old single-digest layout; remove it" % name)
     for sym in symbols:
         if sym["st_shndx"] == "SHN_COMMON":
             problems.append("COMMON symbol %s (build with -fno-common)" % sym.name)

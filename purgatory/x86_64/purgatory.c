@@ -15,20 +15,28 @@
 
 struct region {
 	u64 start;                  /* physical address (identity-mapped while we run) */
-	u64 len;                    /* bytes; 0 ends nothing, unused entries are simply skipped */
+	u64 len;                    /* bytes; unused entries (and empty segments) have 0 and are skipped */
+	u8 sha256[SHA256_DIGEST_SIZE];  /* sha256 of these len bytes, as the loader computed it */
 };
+
+/* The loader packs each entry as little-endian "<QQ32s": 48 bytes, no padding anywhere. */
+_Static_assert(sizeof(struct region) == 48, "struct region must be 48 bytes, as the loader packs it");
+_Static_assert(__builtin_offsetof(struct region, sha256) == 16, "sha256 must follow start and len");
 
 #define LOADER_SETS __attribute__((section(".data"), used))
 
-/* Filled by the loader: the regions to hash, in order, and the digest of their concatenation. */
+/*
+ * Filled by the loader: entry i describes plan segment i (the purgatory itself excluded), so
+ * the index printed on a mismatch is the segment's position in the loader's plan report.
+ */
 LOADER_SETS struct region fleetboot_sha256_regions[MAX_REGIONS];
-LOADER_SETS u8 fleetboot_sha256_digest[SHA256_DIGEST_SIZE];
 /* Filled by the loader: where entry.S jumps and what it puts in %rsi. */
 LOADER_SETS u64 fleetboot_kernel_entry;
 LOADER_SETS u64 fleetboot_boot_params;
 
-static const char mismatch_message[] =
-	"\r\nfleetboot purgatory: sha256 mismatch, refusing to boot\r\n";
+/* The console reads "...: sha256 mismatch in segment N, refusing to boot". */
+static const char mismatch_prefix[] = "\r\nfleetboot purgatory: sha256 mismatch in segment ";
+static const char mismatch_suffix[] = ", refusing to boot\r\n";
 
 static inline void outb(u16 port, u8 value)
 {
@@ -75,6 +83,20 @@ static void serial_puts(const char *s)
 		serial_putc(*s++);
 }
 
+/* Decimal, without division helpers from libgcc (u32 division is a single instruction). */
+static void serial_put_decimal(u32 value)
+{
+	char digits[10];
+	unsigned int n = 0;
+
+	do {
+		digits[n++] = (char)('0' + value % 10);
+		value /= 10;
+	} while (value);
+	while (n)
+		serial_putc(digits[--n]);
+}
+
 static __attribute__((noreturn)) void halt_forever(void)
 {
 	for (;;)
@@ -92,25 +114,35 @@ static int digests_equal(const u8 *a, const u8 *b)
 	return diff == 0;
 }
 
-/* Called from entry.S on our own stack.  Returns only when every region hashes as expected. */
+/* Say which segment is damaged on COM1, then stop: booting a damaged kernel helps nobody. */
+static __attribute__((noreturn)) void refuse_to_boot(u32 segment)
+{
+	serial_init();
+	serial_puts(mismatch_prefix);
+	serial_put_decimal(segment);
+	serial_puts(mismatch_suffix);
+	halt_forever();
+}
+
+/*
+ * Called from entry.S on our own stack.  Returns only when every region hashes to its own
+ * digest; the first region that does not ends the boot here.
+ */
 void purgatory_verify(void)
 {
 	struct sha256_state state;
 	u8 digest[SHA256_DIGEST_SIZE];
-	unsigned int i;
+	u32 i;
 
-	sha256_begin(&state);
 	for (i = 0; i < MAX_REGIONS; i++) {
 		const struct region *r = &fleetboot_sha256_regions[i];
 
-		if (r->len)
-			sha256_feed(&state, (const u8 *)r->start, r->len);
+		if (!r->len)
+			continue;
+		sha256_begin(&state);
+		sha256_feed(&state, (const u8 *)r->start, r->len);
+		sha256_finish(&state, digest);
+		if (!digests_equal(digest, r->sha256))
+			refuse_to_boot(i);
 	}
-	sha256_finish(&state, digest);
-	if (digests_equal(digest, fleetboot_sha256_digest))
-		return;
-
-	serial_init();
-	serial_puts(mismatch_message);
-	halt_forever();
 }

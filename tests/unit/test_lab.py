@@ -98,7 +98,7 @@ def test_inventory_is_yaml_with_lab_only_ssh_options():
     ("[ 47.4] reboot: Restarting system\n[ 47.4] reboot: machine restart\n", "", "firmware reset"),
     ("[ 3.1] reboot: Power down\n", "", "powered off"),
     ("Kernel panic - not syncing: sysrq triggered crash\n", "", "kernel panic"),
-    ("fleetboot purgatory: sha256 mismatch, refusing to boot\n", "", "stopped in purgatory"),
+    ("fleetboot purgatory: sha256 mismatch in segment 1, refusing to boot\n", "", "stopped in purgatory"),
     ("[ 9.0] reboot: Restarting system\n", "qemu-system-x86_64: terminating on signal 15 from pid 9\n",
      "killed"),
     ("kexec_core: Starting new kernel\nreboot: Restarting system\n", "", "firmware reset"),

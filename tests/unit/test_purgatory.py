@@ -1,10 +1,11 @@
 """The Python purgatory linker: relocation math, a cross-check against GNU ld, plan integration,
-and the purgatory's C run natively (sha256 against hashlib, halt on mismatch)."""
+and the purgatory's C run natively (sha256 against hashlib, one digest per region, the exact
+serial message and the halt on a mismatch)."""
 
 import hashlib
+import mmap
 import os
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import digest as digest_mod
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import elf
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import purgatory as purg
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import purgatory_x86_64
@@ -23,6 +25,7 @@ from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.plan import 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SRC = os.path.join(REPO, "purgatory", "x86_64")
 GiB = 1 << 30
+MISMATCH = "\r\nfleetboot purgatory: sha256 mismatch in segment %d, refusing to boot\r\n"
 
 
 @pytest.fixture(scope="module")
@@ -87,21 +90,24 @@ def test_shipped_object_is_intact():
 
 def test_shipped_object_has_what_the_linker_needs(obj):
     assert obj.relocation_types() <= {purg.R_X86_64_64, purg.R_X86_64_PC32, purg.R_X86_64_PLT32}
+    assert purg.REGION_SIZE == 48 and purg.MAX_REGIONS == 16
     for name, size in ((purg.KERNEL_ENTRY_SYMBOL, 8), (purg.BOOT_PARAMS_SYMBOL, 8),
-                       (purg.REGIONS_SYMBOL, purg.MAX_REGIONS * purg.REGION_SIZE),
-                       (purg.DIGEST_SYMBOL, 32)):
+                       (purg.REGIONS_SYMBOL, 16 * 48)):
         assert obj.symbol(name).size == size
+    assert obj.symbol(purg.REGIONS_SYMBOL).value % 8 == 0  # u64 fields stay naturally aligned
+    with pytest.raises(PurgatoryError, match="does not define fleetboot_sha256_digest"):
+        obj.symbol("fleetboot_sha256_digest")  # the single-digest layout is gone
     assert obj.symbol(purg.ENTRY_SYMBOL).type in (elf.STT_FUNC, elf.STT_NOTYPE)
     assert obj.filesz < obj.size  # .bss (the stack) is left to the kernel's zero fill
     assert obj.size - obj.filesz >= 16384
 
 
-def test_serial_message_is_exact():
-    """The lead's e2e test greps the console for this text; keep both in step."""
-    with open(os.path.join(SRC, "purgatory.c")) as f:
-        source = f.read()
-    assert '"\\r\\nfleetboot purgatory: sha256 mismatch, refusing to boot\\r\\n"' in source
-    assert b"fleetboot purgatory: sha256 mismatch, refusing to boot" in purgatory_x86_64.object_bytes()
+def test_serial_message_is_in_the_object():
+    """The lead's e2e test greps the console for "fleetboot purgatory: sha256 mismatch"; the
+    native harness below checks the whole line as printed (test_c_verify_names_the_segment)."""
+    blob = purgatory_x86_64.object_bytes()
+    assert b"\r\nfleetboot purgatory: sha256 mismatch in segment \0" in blob
+    assert b", refusing to boot\r\n\0" in blob
 
 
 def test_build_check_says_module_is_fresh():
@@ -185,7 +191,7 @@ def test_matches_gnu_ld(obj, tmp_path):
     assert ours == theirs
     ld_elf = elf.ElfFile((tmp_path / "p.elf").read_bytes())
     by_name = {s.name: s.value for s in ld_elf.symbols()}
-    for name in (purg.ENTRY_SYMBOL, purg.REGIONS_SYMBOL, purg.DIGEST_SYMBOL, "stack_top"):
+    for name in (purg.ENTRY_SYMBOL, purg.REGIONS_SYMBOL, purg.KERNEL_ENTRY_SYMBOL, "stack_top"):
         assert by_name[name] == base + obj.symbol_offset(name)
 
 
@@ -294,16 +300,14 @@ def test_link_purgatory_normal(obj):
     assert plan.entry == seg.mem + obj.symbol_offset(purg.ENTRY_SYMBOL) == linked.entry
     assert _linked_value(linked, purg.KERNEL_ENTRY_SYMBOL, "<Q") == (kernel.mem + 0x200,)
     assert _linked_value(linked, purg.BOOT_PARAMS_SYMBOL, "<Q") == (params.mem,)
-    table = _linked_value(linked, purg.REGIONS_SYMBOL, "<32Q")
-    expected = [(kernel.mem, kernel.bufsz), (initrd.mem, initrd.bufsz), (params.mem, params.bufsz)]
-    assert list(zip(table[0::2], table[1::2]))[:3] == expected
-    assert all(v == 0 for v in table[6:])
-    digest = bytes(_linked_value(linked, purg.DIGEST_SYMBOL, "32s")[0])
-    h = hashlib.sha256()
-    for s in (kernel, initrd, params):
-        h.update(bytes(s.buf))
-    assert digest == h.digest() == linked.digest
-    assert linked.to_dict()["sha256"] == h.hexdigest()
+    raw = _linked_value(linked, purg.REGIONS_SYMBOL, "%ds" % (16 * 48))[0]
+    table = list(struct.iter_unpack("<QQ32s", raw))
+    assert len(table) == 16
+    expected = [(s.mem, s.bufsz, hashlib.sha256(bytes(s.buf)).digest()) for s in (kernel, initrd, params)]
+    assert table[:3] == expected == linked.regions
+    assert all(entry == (0, 0, bytes(32)) for entry in table[3:])
+    assert linked.to_dict()["regions"] == [{"start": m, "len": n, "sha256": d.hex()} for m, n, d in expected]
+    assert "sha256" not in linked.to_dict()  # no digest over the concatenation any more
     plan.check()  # the kernel's sanity checks pass with the purgatory in the plan
     assert linked.symbol_address("stack_top") <= seg.end
 
@@ -341,14 +345,77 @@ def test_link_purgatory_without_room(obj):
         purg.link_purgatory(plan, 0x100200, 0x100000, obj=obj)
 
 
+class FakeSeg:
+    def __init__(self, i, buf=b"x", bufsz=None):
+        self.what, self.buf, self.mem = "s%d" % i, buf, i * 4096
+        self.bufsz = len(buf) if bufsz is None else bufsz
+        self.remembered = []
+
+    def remember_sha256(self, hexdigest):
+        self.remembered.append(hexdigest)
+
+
 def test_too_many_regions():
-    class Seg:
-        def __init__(self, i):
-            self.what, self.buf, self.bufsz, self.mem = "s%d" % i, b"x", 1, i * 4096
     with pytest.raises(PurgatoryError, match="holds 16"):
-        purg.region_table([Seg(i) for i in range(17)])
-    regions, digest = purg.region_table([Seg(1), Seg(2)])
-    assert regions == [(4096, 1), (8192, 1)] and digest == hashlib.sha256(b"xx").digest()
+        purg.region_table([FakeSeg(i) for i in range(17)])
+    with pytest.raises(PurgatoryError, match="holds 16"):
+        purg.pack_regions([(0, 0, bytes(32))] * 17)
+    assert len(purg.region_table([FakeSeg(i) for i in range(16)])) == 16
+
+
+def test_region_table_one_digest_per_segment():
+    segs = [FakeSeg(1, b"kernel"), FakeSeg(2, b""), FakeSeg(3, b"initrd+tail", bufsz=6), FakeSeg(4, b"x")]
+    regions = purg.region_table(segs)
+    sha = hashlib.sha256
+    assert regions == [(4096, 6, sha(b"kernel").digest()),
+                       (8192, 0, sha(b"").digest()),  # empty: keeps its slot, purgatory skips len 0
+                       (12288, 6, sha(b"initrd").digest()),
+                       (16384, 1, sha(b"x").digest())]
+    assert segs[0].remembered == [sha(b"kernel").hexdigest()]
+    assert segs[2].remembered == []  # only part of the buffer is shipped: not the buffer's digest
+    packed = purg.pack_regions(regions)
+    assert len(packed) == 16 * 48
+    assert packed[:48] == struct.pack("<QQ", 4096, 6) + sha(b"kernel").digest()
+    assert list(struct.iter_unpack("<QQ32s", packed))[:4] == regions
+    assert packed[4 * 48:] == bytes(12 * 48)
+    with pytest.raises(PurgatoryError, match="not a sha256"):
+        purg.pack_regions([(0, 1, b"short")])
+
+
+def test_plan_digests_are_the_region_digests_and_files_are_hashed_once(obj, tmp_path, monkeypatch):
+    """The loader's report shows the very digests purgatory checks, and a mapped file is read once."""
+    path = tmp_path / "initrd.img"
+    path.write_bytes(os.urandom(5 << 20) + b"tail")  # more than one digest.CHUNK
+    calls = []
+    real_update = digest_mod.update
+
+    def counting_update(hashers, buf, length=None):
+        calls.append(buf)
+        return real_update(hashers, buf, length)
+
+    monkeypatch.setattr(digest_mod, "update", counting_update)
+    with open(str(path), "rb") as f:
+        mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    try:
+        plan = Plan([Range(0x100000, 0xBFFE0000), Range(0x1_0000_0000, 0x2_4000_0000)])
+        kernel = plan.add_segment("kernel", bytes(range(256)) * 4000, memsz=0x800000, min_addr=0x1000000)
+        initrd = plan.add_segment("initrd", mapping, top_down=True, max_addr=0xFFFFFFFF)
+        params = plan.add_segment("boot_params", bytearray(b"\x01" * 4096), min_addr=0x3000)
+        linked = purg.link_purgatory(plan, kernel.mem + 0x200, params.mem, obj=obj)
+        report = plan.to_dict()
+        by_what = {s["what"]: s for s in report["segments"]}
+        for seg, (start, length, sha) in zip((kernel, initrd, params), linked.regions):
+            assert (start, length) == (seg.mem, seg.bufsz)
+            assert seg.sha256 == by_what[seg.what]["sha256"] == sha.hex() == hashlib.sha256(bytes(seg.buf)).hexdigest()
+        assert sum(1 for b in calls if b is mapping) == 1  # the file, once: by purgatory, not the report
+        assert sum(1 for b in calls if b is kernel.buf) == 1  # read-only bytes are cached too
+        assert by_what["purgatory"]["sha256"] == hashlib.sha256(bytes(linked.segment.buf)).hexdigest()
+    finally:
+        del calls[:]
+        for seg in list(plan.segments):
+            seg.buf = None
+        initrd = None
+        mapping.close()
 
 
 def test_default_object_is_the_shipped_one():
@@ -358,31 +425,82 @@ def test_default_object_is_the_shipped_one():
 
 
 # ---------------------------------------------------------------------------------------------
-# the purgatory's C, run natively: its sha256 must equal hashlib's, and a mismatch must never
-# return (on the host the port write faults: no ioperm, so the process dies instead of booting)
+# the purgatory's C, run natively: its sha256 must equal hashlib's, each region must be checked
+# against its own digest, and a mismatch must print the exact line and never return.  In user
+# mode the port I/O and cli fault; the harness's fault handler plays COM1 (it records what is
+# written to the transmit register) and treats cli/hlt as the halt: it prints the console and
+# exits HALTED, so the process can never reach the "verified" that a return from
+# purgatory_verify() would print.
+
+HALTED = 99
 
 HARNESS = r"""
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ucontext.h>
+#include <unistd.h>
 #include "types.h"
 #include "sha256.h"
-struct region { u64 start; u64 len; };
+
+struct region { u64 start; u64 len; u8 sha256[32]; };
+_Static_assert(sizeof(struct region) == 48, "layout");
 extern struct region fleetboot_sha256_regions[16];
-extern u8 fleetboot_sha256_digest[32];
 void purgatory_verify(void);
-extern int read(int, void *, unsigned long);
-extern int write(int, const void *, unsigned long);
-extern void *malloc(unsigned long);
+
+static char console[4096];
+static unsigned int console_len;
+static u8 lcr;
+
+/* Emulate `out %al,(%dx)`, `in (%dx),%al` on COM1; cli/hlt end the run like a halted CPU. */
+static void on_fault(int sig, siginfo_t *info, void *ctx)
+{
+    ucontext_t *uc = ctx;
+    greg_t *g = uc->uc_mcontext.gregs;
+    const u8 *ip = (const u8 *)g[REG_RIP];
+    u16 port = (u16)g[REG_RDX];
+    u8 al = (u8)g[REG_RAX];
+
+    (void)info;
+    if (ip[0] == 0xee) {                      /* out %al,(%dx) */
+        if (port == 0x3fb)
+            lcr = al;
+        else if (port == 0x3f8 && !(lcr & 0x80) && console_len < sizeof(console))
+            console[console_len++] = (char)al;
+        g[REG_RIP] += 1;
+    } else if (ip[0] == 0xec) {               /* in (%dx),%al: transmitter always empty */
+        g[REG_RAX] = (g[REG_RAX] & ~(greg_t)0xff) | (port == 0x3fd ? 0x20 : 0xff);
+        g[REG_RIP] += 1;
+    } else if (ip[0] == 0xfa || ip[0] == 0xf4) {  /* cli / hlt: halted */
+        write(1, console, console_len);
+        _exit(99);
+    } else {
+        signal(sig, SIG_DFL);                 /* anything else: die of the real fault */
+    }
+}
 
 static int read_all(void *p, unsigned long n)
 {
     unsigned long got = 0;
-    while (got < n) { int r = read(0, (char *)p + got, n - got); if (r <= 0) return -1; got += r; }
+    while (got < n) { long r = read(0, (char *)p + got, n - got); if (r <= 0) return -1; got += r; }
     return 0;
 }
 
-/* stdin: mode(u64) then for "hash": chunk(u64) len(u64) data; for "verify": nregions, lens, data, digest */
+/* stdin: mode(u64); mode 0 "hash": chunk(u64) len(u64) data;
+   mode 1 "verify": the 768-byte table exactly as the loader packs it (start fields ignored),
+   then the bytes of every region with len != 0, in order; start is set to where they landed. */
 int main(void)
 {
+    struct sigaction sa;
     u64 mode, a, b;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGSEGV, &sa, 0);
+    sigaction(SIGBUS, &sa, 0);
+    sigaction(SIGILL, &sa, 0);
     if (read_all(&mode, 8)) return 2;
     if (mode == 0) {
         struct sha256_state s; u8 out[32]; u8 *data; u64 off = 0;
@@ -395,15 +513,17 @@ int main(void)
         write(1, out, 32);
         return 0;
     }
-    if (read_all(&a, 8)) return 2;
-    for (u64 i = 0; i < a; i++) {
-        if (read_all(&b, 8)) return 2;
-        u8 *p = malloc(b + 1);
-        if (read_all(p, b)) return 2;
-        fleetboot_sha256_regions[i].start = (u64)p;
-        fleetboot_sha256_regions[i].len = b;
+    if (read_all(fleetboot_sha256_regions, sizeof(struct region) * 16)) return 2;
+    for (int i = 0; i < 16; i++) {
+        struct region *r = &fleetboot_sha256_regions[i];
+        if (!r->len) {
+            r->start = 0;                     /* purgatory must not even look at it */
+            continue;
+        }
+        u8 *p = malloc(r->len);
+        if (read_all(p, r->len)) return 2;
+        r->start = (u64)p;
     }
-    if (read_all(fleetboot_sha256_digest, 32)) return 2;
     purgatory_verify();
     write(1, "verified", 8);
     return 0;
@@ -443,29 +563,86 @@ def test_c_sha256_matches_hashlib(harness):
         assert _hash_with_c(harness, data, chunk) == hashlib.sha256(data).digest(), chunk
 
 
-def _verify_with_c(harness, regions, digest):
-    payload = struct.pack("<QQ", 1, len(regions))
-    for r in regions:
-        payload += struct.pack("<Q", len(r)) + r
-    payload += digest
-    return subprocess.run([harness], input=payload, capture_output=True, check=False)
+def _verify_with_c(harness, datas, digests=None, shipped=None):
+    """Run purgatory_verify() over regions holding *datas*, with the table packed by the loader's
+    own pack_regions(); *digests* default to each region's sha256, *shipped* (what lands in
+    memory) to *datas*."""
+    if digests is None:
+        digests = [hashlib.sha256(d).digest() for d in datas]
+    shipped = datas if shipped is None else shipped
+    table = purg.pack_regions([(0, len(d), h) for d, h in zip(datas, digests)])
+    payload = struct.pack("<Q", 1) + table + b"".join(s for s in shipped if s)
+    return subprocess.run([harness], input=payload, capture_output=True, check=False, timeout=60)
+
+
+def _assert_halted_naming(res, index):
+    assert b"verified" not in res.stdout
+    assert res.returncode == HALTED, (res.returncode, res.stdout, res.stderr)
+    assert res.stdout.decode() == MISMATCH % index
 
 
 def test_c_verify_returns_on_match(harness):
-    regions = [b"kernel" * 1000, b"", b"initrd" * 777, b"params"]
-    res = _verify_with_c(harness, regions, hashlib.sha256(b"".join(regions)).digest())
+    datas = [b"kernel" * 1000, b"", b"initrd" * 777, b"params"]
+    res = _verify_with_c(harness, datas)
+    assert res.returncode == 0 and res.stdout == b"verified"
+    # The same digests concatenated, as the old single-digest layout had it, are not accepted.
+    assert _verify_with_c(harness, [b"".join(datas)], [hashlib.sha256(datas[0]).digest()]).returncode == HALTED
+
+
+def test_c_verify_uses_all_sixteen_regions(harness):
+    datas = [bytes([i]) * (100 + i * 37) for i in range(16)]
+    res = _verify_with_c(harness, datas)
     assert res.returncode == 0 and res.stdout == b"verified"
 
 
-def test_c_verify_never_returns_on_mismatch(harness):
-    regions = [b"kernel" * 1000, b"initrd" * 777]
-    bad = bytearray(hashlib.sha256(b"".join(regions)).digest())
-    bad[7] ^= 1
-    res = _verify_with_c(harness, regions, bytes(bad))
-    # The first port write (serial init) faults in user mode: the process is killed by a signal
-    # and, above all, never prints "verified".
-    assert b"verified" not in res.stdout
-    assert res.returncode < 0 and -res.returncode in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL)
+def test_c_verify_skips_empty_regions_whatever_their_digest(harness):
+    datas = [b"a" * 10, b"", b"c" * 30]
+    digests = [hashlib.sha256(d).digest() for d in datas]
+    digests[1] = b"\xee" * 32
+    res = _verify_with_c(harness, datas, digests)
+    assert res.returncode == 0 and res.stdout == b"verified"
+
+
+@pytest.mark.parametrize("bad", range(16))
+def test_c_verify_names_the_segment_and_never_returns(harness, bad):
+    """A damaged region anywhere in the table halts, naming its index (1 and 2 digits)."""
+    datas = [bytes([65 + i]) * (64 * i + 5) for i in range(16)]
+    shipped = list(datas)
+    damaged = bytearray(shipped[bad])
+    damaged[len(damaged) // 2] ^= 0xFF
+    shipped[bad] = bytes(damaged)
+    _assert_halted_naming(_verify_with_c(harness, datas, shipped=shipped), bad)
+
+
+def test_c_verify_wrong_digest_names_first_bad_region(harness):
+    datas = [b"kernel" * 1000, b"", b"initrd" * 777, b"params"]
+    digests = [hashlib.sha256(d).digest() for d in datas]
+    for i in (2, 3):
+        wrong = bytearray(digests[i])
+        wrong[7] ^= 1
+        digests[i] = bytes(wrong)
+    _assert_halted_naming(_verify_with_c(harness, datas, digests), 2)
+    # swapped digests: each one is right for some region, but not for its own
+    digests = [hashlib.sha256(d).digest() for d in datas]
+    digests[0], digests[3] = digests[3], digests[0]
+    _assert_halted_naming(_verify_with_c(harness, datas, digests), 0)
+
+
+def test_c_verify_against_a_linked_plan(harness, obj):
+    """End to end on the host: the table link_purgatory wrote, read back from the linked image."""
+    plan, kernel, initrd, params = normal_plan()
+    linked = purg.link_purgatory(plan, kernel.mem + 0x200, params.mem, obj=obj)
+    off = obj.symbol_offset(purg.REGIONS_SYMBOL)
+    table = bytes(linked.segment.buf[off:off + 16 * 48])
+    datas = [bytes(s.buf) for s in (kernel, initrd, params)]
+    payload = struct.pack("<Q", 1) + table + b"".join(datas)
+    res = subprocess.run([harness], input=payload, capture_output=True, check=False, timeout=60)
+    assert res.returncode == 0 and res.stdout == b"verified"
+    damaged = bytearray(datas[1])
+    damaged[-1] ^= 1
+    payload = struct.pack("<Q", 1) + table + datas[0] + bytes(damaged) + datas[2]
+    res = subprocess.run([harness], input=payload, capture_output=True, check=False, timeout=60)
+    _assert_halted_naming(res, 1)
 
 
 @settings(max_examples=200, deadline=None)

@@ -11,10 +11,16 @@ it.  This module is the small static linker that turns the object into a segment
 3. write the variables the purgatory reads, by symbol name and *exact* size, so a purgatory
    rebuilt with a different layout fails loudly here instead of misbehaving between kernels.
 
-What the purgatory verifies: one sha256 over every other segment's ``bufsz`` bytes, in plan
-order.  The zero fill between ``bufsz`` and ``memsz`` is not hashed: it is not data we supplied,
-the kernel writes it itself, and what lives there (.bss, decompression scratch) is cleared again
-by the new kernel; leaving it out keeps the crash path, where every millisecond counts, short.
+What the purgatory verifies: every other segment's ``bufsz`` bytes against that segment's own
+sha256.  Region ``i`` of the table is ``plan.segments[i]`` (an empty segment keeps its slot with
+length 0, which the purgatory skips), so a mismatch prints the segment's index in the plan report
+on COM1 -- "fleetboot purgatory: sha256 mismatch in segment N, refusing to boot" -- and halts.
+One digest per segment also means the loader reads each file once: the digest stored in the
+table is handed to the segment (``Segment.remember_sha256``), and the plan report shows that same
+value instead of hashing a 64 MiB initrd a second time.  The zero fill between ``bufsz`` and
+``memsz`` is not hashed: it is not data we supplied, the kernel writes it itself, and what lives
+there (.bss, decompression scratch) is cleared again by the new kernel; leaving it out keeps the
+crash path, where every millisecond counts, short.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -25,7 +31,7 @@ import hashlib
 import struct
 
 from . import elf
-from .digest import update as update_digests
+from . import digest
 from .errors import ImageFormatError, PurgatoryError
 
 R_X86_64_NONE = 0
@@ -49,9 +55,11 @@ ENTRY_SYMBOL = "purgatory_start"
 KERNEL_ENTRY_SYMBOL = "fleetboot_kernel_entry"
 BOOT_PARAMS_SYMBOL = "fleetboot_boot_params"
 REGIONS_SYMBOL = "fleetboot_sha256_regions"
-DIGEST_SYMBOL = "fleetboot_sha256_digest"
 MAX_REGIONS = 16
-REGION_SIZE = 16  # struct region { u64 start; u64 len; }
+#: struct region { u64 start; u64 len; u8 sha256[32]; }: 48 bytes, no padding (purgatory.c asserts it).
+REGION_FORMAT = "<QQ32s"
+REGION_SIZE = struct.calcsize(REGION_FORMAT)
+DIGEST_SIZE = 32
 
 #: Lowest address for the purgatory: the first pages hold real-mode data (BIOS data area, the
 #: trampoline) that both the kernel's kexec_file loader and kexec-tools keep clear (0x3000).
@@ -274,47 +282,63 @@ def load_object():
     return PurgatoryObject(purgatory_x86_64.object_bytes())
 
 
-def region_table(segments):
-    """The (start, len) regions and the sha256 the purgatory will check for *segments*.
+def _buffer_len(buf):
+    view = memoryview(buf)
+    try:
+        return view.nbytes
+    finally:
+        view.release()
 
-    Each segment contributes its ``bufsz`` bytes at ``mem``; empty segments are skipped.
-    Returns (regions, digest_bytes).
+
+def region_table(segments):
+    """The regions the purgatory will check for *segments*: [(start, len, sha256 digest bytes)].
+
+    One region per segment, in order, so region ``i`` is ``segments[i]``: its ``bufsz`` bytes at
+    ``mem``.  Each buffer is read exactly once (chunked, giving mapped file pages back), and the
+    digest is handed to the segment so the plan report does not hash it again.  An empty segment
+    keeps its slot with length 0 (the purgatory skips it) and the sha256 of no bytes.
     """
-    regions = []
-    h = hashlib.sha256()
+    segments = list(segments)
     for seg in segments:
         if seg.buf is None:
             raise PurgatoryError("segment %r has no contents yet; link the purgatory after every "
                                  "other segment is final" % (seg.what,))
-        if seg.bufsz == 0:
-            continue
-        own = hashlib.sha256()
-        update_digests((h, own), seg.buf, seg.bufsz)
-        if seg.bufsz == len(memoryview(seg.buf).cast("B")) and hasattr(seg, "remember_sha256"):
-            seg.remember_sha256(own.hexdigest())
-        regions.append((seg.mem, seg.bufsz))
-    if len(regions) > MAX_REGIONS:
+    if len(segments) > MAX_REGIONS:
         raise PurgatoryError("%d segments to verify, the purgatory holds %d; the kernel would "
-                             "refuse that many segments anyway" % (len(regions), MAX_REGIONS))
-    return regions, h.digest()
+                             "refuse that many segments anyway" % (len(segments), MAX_REGIONS))
+    regions = []
+    for seg in segments:
+        h = hashlib.sha256()
+        if seg.bufsz:
+            digest.update((h,), seg.buf, seg.bufsz)
+        # Only a digest of the whole buffer is the segment's own sha256.
+        remember = getattr(seg, "remember_sha256", None)
+        if remember is not None and seg.bufsz == _buffer_len(seg.buf):
+            remember(h.hexdigest())
+        regions.append((seg.mem, seg.bufsz, h.digest()))
+    return regions
 
 
 def pack_regions(regions):
-    """The bytes of ``fleetboot_sha256_regions``: MAX_REGIONS little-endian {u64 start, u64 len}."""
+    """The bytes of ``fleetboot_sha256_regions``: MAX_REGIONS little-endian
+    {u64 start, u64 len, u8 sha256[32]}, unused entries all zero."""
+    if len(regions) > MAX_REGIONS:
+        raise PurgatoryError("%d regions, the purgatory holds %d" % (len(regions), MAX_REGIONS))
     out = bytearray(MAX_REGIONS * REGION_SIZE)
-    for i, (start, length) in enumerate(regions):
-        struct.pack_into("<QQ", out, i * REGION_SIZE, start, length)
+    for i, (start, length, sha) in enumerate(regions):
+        if len(sha) != DIGEST_SIZE:
+            raise PurgatoryError("region %d has a %d-byte digest, not a sha256" % (i, len(sha)))
+        struct.pack_into(REGION_FORMAT, out, i * REGION_SIZE, start, length, bytes(sha))
     return bytes(out)
 
 
 class LinkedPurgatory:
     """What ``link_purgatory`` did: the segment, the entry address, the verified regions."""
 
-    def __init__(self, segment, entry, regions, digest, obj):
+    def __init__(self, segment, entry, regions, obj):
         self.segment = segment
         self.entry = entry
         self.regions = regions
-        self.digest = digest
         self.object = obj
 
     def symbol_address(self, name):
@@ -327,15 +351,15 @@ class LinkedPurgatory:
             "mem": self.segment.mem,
             "memsz": self.segment.memsz,
             "entry": self.entry,
-            "regions": [{"start": s, "len": n} for s, n in self.regions],
-            "sha256": self.digest.hex(),
+            "regions": [{"start": start, "len": length, "sha256": sha.hex()}
+                        for start, length, sha in self.regions],
         }
 
 
 def link_purgatory(plan, entry, boot_params, obj=None):
     """Reserve, link and fill the purgatory segment; set ``plan.entry`` to the purgatory.
 
-    Call it last: the digest covers every segment already in *plan*, so any segment added or
+    Call it last: the digests cover every segment already in *plan*, so any segment added or
     patched afterwards would make the purgatory refuse to boot.  *entry* is the new kernel's
     64-bit entry (physical), *boot_params* the physical address of its struct boot_params.
     *obj* (a PurgatoryObject) defaults to the shipped one.  Returns a LinkedPurgatory.
@@ -349,7 +373,7 @@ def link_purgatory(plan, entry, boot_params, obj=None):
         raise PurgatoryError("the plan already has a purgatory segment; link it only once")
     # Hash before reserving, so the reservation itself is not part of the table.
     others = list(plan.segments)
-    regions, digest = region_table(others)
+    regions = region_table(others)
     max_addr = None
     if obj.relocation_types() & {R_X86_64_32, R_X86_64_32S}:
         max_addr = MAX_ADDR_32BIT_RELOCS
@@ -361,7 +385,6 @@ def link_purgatory(plan, entry, boot_params, obj=None):
         KERNEL_ENTRY_SYMBOL: struct.pack("<Q", entry),
         BOOT_PARAMS_SYMBOL: struct.pack("<Q", boot_params),
         REGIONS_SYMBOL: pack_regions(regions),
-        DIGEST_SYMBOL: digest,
     }
     try:
         image = obj.link(seg.mem, values)
@@ -370,4 +393,4 @@ def link_purgatory(plan, entry, boot_params, obj=None):
         raise
     seg.set_buffer(bytes(image))
     plan.entry = seg.mem + obj.symbol_offset(ENTRY_SYMBOL)
-    return LinkedPurgatory(seg, plan.entry, regions, digest, obj)
+    return LinkedPurgatory(seg, plan.entry, regions, obj)
