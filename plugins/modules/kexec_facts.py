@@ -1,0 +1,378 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: fleetboot.kexec developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: kexec_facts
+short_description: Gather what a host offers for kexec and which kernels it could jump into
+version_added: 0.1.0
+description:
+  - Reads the running kernel's state as far as kexec cares (release, boot_id, command line, whether
+    a normal or a crash image is loaded, the crash region, lockdown, Secure Boot, EFI, which kexec
+    syscalls the kernel was built with) and lists the kernels installed in C(/boot) with their
+    initrds.
+  - Returns them as the C(kexec) fact (C(ansible_facts.kexec)).
+  - Only reads files under C(/proc), C(/sys), C(/boot) and C(/run); nothing on the host changes.
+author:
+  - fleetboot.kexec developers (@fleetboot)
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details:
+      - The module only reads, so check mode gathers the same facts.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+  facts:
+    description: Action returns an C(ansible_facts) dictionary that will update existing host facts.
+    support: full
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: posix
+options:
+  sysroot:
+    description:
+      - Root of the host tree to read. Only tests change it, to read a recorded host tree.
+      - Paths in the facts (RV(ansible_facts.kexec.installed_kernels)) include it.
+    type: path
+    default: /
+notes:
+  - Needs root (C(become=true) for other users), because the kernel hides the addresses in
+    C(/proc/iomem) from other users and the module fails saying so.
+  - Only Linux hosts; the loader behind it plans loads for x86_64.
+seealso:
+  - module: fleetboot.kexec.kexec_load
+  - module: fleetboot.kexec.kexec_reboot
+"""
+
+EXAMPLES = r"""
+- name: Gather kexec facts
+  fleetboot.kexec.kexec_facts:
+  become: true
+
+- name: Show the newest installed kernel
+  ansible.builtin.debug:
+    msg: "{{ ansible_facts.kexec.installed_kernels[0].release }} (running {{ ansible_facts.kexec.release }})"
+
+- name: Load the newest installed kernel unless it already runs
+  fleetboot.kexec.kexec_load:
+    kernel: "{{ ansible_facts.kexec.installed_kernels[0].kernel }}"
+    initrd: "{{ ansible_facts.kexec.installed_kernels[0].initrd }}"
+    reuse_cmdline: true
+  become: true
+  when: ansible_facts.kexec.installed_kernels[0].release != ansible_facts.kexec.release
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: Facts to add to C(ansible_facts).
+  returned: always
+  type: complex
+  contains:
+    kexec:
+      description: What the host offers for kexec.
+      returned: always
+      type: complex
+      contains:
+        arch:
+          description: Machine architecture (C(uname -m)).
+          type: str
+          sample: x86_64
+        release:
+          description: Release of the running kernel (C(uname -r)).
+          type: str
+          sample: 6.1.0-54-amd64
+        boot_id:
+          description:
+            - C(/proc/sys/kernel/random/boot_id), which changes at every boot, kexec included.
+            - V(null) when the kernel does not provide it.
+          type: str
+          sample: 5d2c9a4e-3f8b-4f2e-9d6a-2b1e7c0f4a11
+        cmdline:
+          description: The running kernel's command line (C(/proc/cmdline)).
+          type: str
+          sample: console=ttyS0 root=/dev/vda rw
+        loaded:
+          description:
+            - Whether a kexec image is loaded (C(/sys/kernel/kexec_loaded) is 1). V(false) also when
+              the kernel lacks kexec support.
+          type: bool
+          sample: false
+        crash_loaded:
+          description: Whether a crash (kdump) kernel is loaded (C(/sys/kernel/kexec_crash_loaded) is 1).
+          type: bool
+          sample: false
+        crash_region:
+          description:
+            - The memory reserved with C(crashkernel=) for a crash kernel (the largest one when there
+              are several), or V(null) when none is reserved.
+          type: dict
+          contains:
+            start:
+              description: Physical start address.
+              type: int
+              sample: 1828716544
+            end:
+              description: Physical end address (exclusive).
+              type: int
+              sample: 2097152000
+            size:
+              description: Size in bytes.
+              type: int
+              sample: 268435456
+        lockdown:
+          description:
+            - Kernel lockdown mode (V(none), V(integrity), V(confidentiality)), or V(null) when the kernel
+              has no lockdown support. Under lockdown only signed kernels load, by C(kexec_file_load).
+          type: str
+          sample: none
+        secure_boot:
+          description: Whether UEFI Secure Boot is on; V(null) when the EFI variable cannot be read.
+          type: bool
+          sample: false
+        efi:
+          description: Whether the host booted through UEFI.
+          type: bool
+          sample: false
+        kexec_load_disabled:
+          description:
+            - Whether C(/proc/sys/kernel/kexec_load_disabled) is set, which refuses every kexec load until
+              the next reboot; V(null) when the kernel lacks the setting.
+          type: bool
+          sample: false
+        syscalls:
+          description:
+            - Which kexec syscalls the running kernel was built with, from C(/boot/config-<release>),
+              else from the symbols in C(/proc/kallsyms). A value is V(null) when neither tells.
+          type: dict
+          contains:
+            kexec_load:
+              description: Whether the kernel offers C(kexec_load) (CONFIG_KEXEC).
+              type: bool
+              sample: true
+            kexec_file_load:
+              description: Whether the kernel offers C(kexec_file_load) (CONFIG_KEXEC_FILE).
+              type: bool
+              sample: true
+        auto_method:
+          description:
+            - The method C(method=auto) of M(fleetboot.kexec.kexec_load) picks on this host, V(classic)
+              (C(kexec_load)) or V(file) (C(kexec_file_load), under lockdown or Secure Boot).
+          type: str
+          sample: classic
+        installed_kernels:
+          description:
+            - Kernels found in C(/boot) (C(vmlinuz-<release>)), newest release first, each with its initrd
+              (C(initrd.img-<release>), C(initramfs-<release>.img) or C(initrd-<release>)).
+          type: list
+          elements: dict
+          contains:
+            release:
+              description: Release named in the file name.
+              type: str
+              sample: 6.1.0-56-amd64
+            kernel:
+              description: Path of the kernel image.
+              type: str
+              sample: /boot/vmlinuz-6.1.0-56-amd64
+            initrd:
+              description: Path of its initrd, or V(null) when there is none.
+              type: str
+              sample: /boot/initrd.img-6.1.0-56-amd64
+        loaded_image:
+          description:
+            - What M(fleetboot.kexec.kexec_load) recorded in C(/run/fleetboot-kexec/normal.json) when it
+              loaded the image that is loaded now, or V(null) when nothing is loaded, the record is
+              missing, or it is from an earlier boot.
+          type: dict
+          contains:
+            kernel:
+              description: Path of the loaded kernel.
+              type: str
+            initrd:
+              description: Path of the loaded initrd, or V(null).
+              type: str
+            cmdline:
+              description: Command line the image was loaded with.
+              type: str
+            type:
+              description: V(normal) or V(crash).
+              type: str
+            method:
+              description: V(classic) or V(file).
+              type: str
+            kernel_sha256:
+              description: sha256 of the kernel file.
+              type: str
+            initrd_sha256:
+              description: sha256 of the initrd file, or V(null).
+              type: str
+            cmdline_sha256:
+              description: sha256 of the command line.
+              type: str
+            boot_id:
+              description: boot_id of the boot the image was loaded in.
+              type: str
+          sample:
+            kernel: /boot/vmlinuz-6.1.0-56-amd64
+            initrd: /boot/initrd.img-6.1.0-56-amd64
+            cmdline: console=ttyS0 root=/dev/vda rw
+            type: normal
+            method: classic
+            kernel_sha256: 3f0c0e5b3a0d9a4c2f8e1b7d6a5c4b3a2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d7c
+            initrd_sha256: 9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b
+            cmdline_sha256: 0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f
+            boot_id: 5d2c9a4e-3f8b-4f2e-9d6a-2b1e7c0f4a11
+        loaded_crash_image:
+          description:
+            - Like RV(ansible_facts.kexec.loaded_image), for the crash kernel
+              (C(/run/fleetboot-kexec/crash.json)).
+          type: dict
+"""
+
+import json
+import os
+import re
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import loader
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors import KexecError
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host
+
+BOOT_ID = "proc/sys/kernel/random/boot_id"
+RECORD_DIR = "run/fleetboot-kexec"
+KERNEL_PREFIX = "vmlinuz-"
+# initrd names by distribution: Debian/Ubuntu, Fedora/RHEL (dracut), SUSE.
+INITRD_PATTERNS = ("initrd.img-%s", "initramfs-%s.img", "initrd-%s")
+# Symbols that exist only when the kernel was built with the syscall (any arch prefix).
+KALLSYMS_SYMBOLS = {"kexec_load": re.compile(r"\s\S*sys_kexec_load$"),
+                    "kexec_file_load": re.compile(r"\s\S*sys_kexec_file_load$")}
+
+
+def read_text(sysroot, rel):
+    """Stripped text of a file under ``sysroot``, or None when it cannot be read."""
+    try:
+        with open(os.path.join(sysroot, rel), "rb") as f:
+            return f.read().decode("utf-8", "replace").strip()
+    except (IOError, OSError):
+        return None
+
+
+def version_key(release):
+    """Sort key comparing releases the way version sorts do: digit runs as numbers."""
+    key = []
+    for part in re.findall(r"\d+|[^\d]+", release):
+        key.append((1, int(part), "") if part.isdigit() else (0, 0, part))
+    return key
+
+
+def installed_kernels(sysroot):
+    """[{release, kernel, initrd}] for every /boot/vmlinuz-<release>, newest first."""
+    boot = os.path.join(sysroot, "boot")
+    try:
+        names = os.listdir(boot)
+    except (IOError, OSError):
+        return []
+    found = []
+    for name in names:
+        if not name.startswith(KERNEL_PREFIX) or name.endswith((".old", ".hmac", ".sig")):
+            continue
+        release = name[len(KERNEL_PREFIX):]
+        kernel = os.path.join(boot, name)
+        if not release or not os.path.isfile(kernel):
+            continue
+        initrd = None
+        for pattern in INITRD_PATTERNS:
+            candidate = os.path.join(boot, pattern % release)
+            if os.path.isfile(candidate):
+                initrd = candidate
+                break
+        found.append({"release": release, "kernel": kernel, "initrd": initrd})
+    found.sort(key=lambda k: version_key(k["release"]), reverse=True)
+    return found
+
+
+def offered_syscalls(host, sysroot):
+    """{kexec_load, kexec_file_load}: from the kernel config the loader read, else kallsyms."""
+    known = host.syscalls
+    if known is not None:
+        return {"kexec_load": known.get("kexec_load"), "kexec_file_load": known.get("kexec_file_load")}
+    out = {"kexec_load": None, "kexec_file_load": None}
+    try:
+        with open(os.path.join(sysroot, "proc/kallsyms")) as f:
+            seen = dict((name, False) for name in KALLSYMS_SYMBOLS)
+            for line in f:
+                for name, pattern in KALLSYMS_SYMBOLS.items():
+                    if not seen[name] and pattern.search(line.rstrip("\n")):
+                        seen[name] = True
+            out = seen
+    except (IOError, OSError, UnicodeDecodeError):
+        pass
+    return out
+
+
+def loaded_record(sysroot, kind, boot_id, loaded):
+    """The kexec_load module's record for ``kind`` if it describes what is loaded now, else None."""
+    if not loaded or not boot_id:
+        return None
+    try:
+        with open(os.path.join(sysroot, RECORD_DIR, kind + ".json")) as f:
+            record = json.load(f)
+    except (IOError, OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("boot_id") != boot_id:
+        return None
+    return record
+
+
+def gather(sysroot="/"):
+    """The kexec fact for the host under ``sysroot``; raises KexecError when it cannot be read."""
+    host = Host.read(sysroot)
+    boot_id = read_text(sysroot, BOOT_ID)
+    region = host.crash_region
+    loaded = bool(host.kexec_loaded)
+    crash_loaded = bool(host.kexec_crash_loaded)
+    return {
+        "arch": host.arch,
+        "release": host.release,
+        "boot_id": boot_id,
+        "cmdline": host.cmdline,
+        "loaded": loaded,
+        "crash_loaded": crash_loaded,
+        "crash_region": None if region is None else
+        {"start": region.start, "end": region.end, "size": region.end - region.start},
+        "lockdown": host.lockdown,
+        "secure_boot": host.secure_boot,
+        "efi": bool(host.efi),
+        "kexec_load_disabled": host.kexec_load_disabled,
+        "syscalls": offered_syscalls(host, sysroot),
+        "auto_method": loader.choose_methods("auto", host)[0],
+        "installed_kernels": installed_kernels(sysroot),
+        "loaded_image": loaded_record(sysroot, "normal", boot_id, loaded),
+        "loaded_crash_image": loaded_record(sysroot, "crash", boot_id, crash_loaded),
+    }
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(sysroot=dict(type="path", default="/")),
+        supports_check_mode=True,
+    )
+    try:
+        facts = gather(module.params["sysroot"])
+    except KexecError as err:
+        module.fail_json(msg=str(err))
+    module.exit_json(changed=False, ansible_facts={"kexec": facts})
+
+
+if __name__ == "__main__":
+    main()

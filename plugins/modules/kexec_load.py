@@ -1,0 +1,523 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: fleetboot.kexec developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: kexec_load
+short_description: Load (or unload) a kernel for a later kexec jump, or as the crash kernel
+version_added: 0.1.0
+description:
+  - Loads a kernel and its initrd into the running kernel so that a later kexec
+    (M(fleetboot.kexec.kexec_reboot)) boots it without going through the firmware, or loads it as the
+    crash (kdump) kernel. O(state=unloaded) unloads it again.
+  - The loading is done by the collection's own userspace loader, in Python on the host; the host
+    needs neither kexec-tools nor anything beyond Python 3.8 and its standard library.
+  - Every check the kernel would make is done before the syscall; when anything is wrong (a file
+    that is not a kernel, segments that do not fit, a wrong checksum, a kernel that refuses the
+    load) the task fails with the loader's message and nothing is loaded.
+  - Idempotent. After a load the module records what it loaded (paths and sha256 of the kernel,
+    initrd and command line, the method and the boot_id) in C(/run/fleetboot-kexec/<type>.json). A
+    later run with the same files and command line, in the same boot, while the kernel still
+    reports the image as loaded, changes nothing.
+author:
+  - fleetboot.kexec developers (@fleetboot)
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details:
+      - Builds the whole plan (segments, entry, method) and returns it as RV(plan), without any syscall.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: posix
+options:
+  kernel:
+    description:
+      - Path of the kernel image on the host (an x86 bzImage such as C(/boot/vmlinuz-6.1.0-56-amd64),
+        or an ELF vmlinux).
+      - Required with O(state=loaded).
+    type: path
+  initrd:
+    description:
+      - Path of the initial ramdisk on the host. Without it the kernel boots with no initrd.
+    type: path
+  cmdline:
+    description:
+      - Command line for the new kernel.
+      - Mutually exclusive with O(reuse_cmdline=true).
+    type: str
+  reuse_cmdline:
+    description:
+      - Start from the running kernel's command line (C(/proc/cmdline)) without the options that only
+        describe the current boot, C(BOOT_IMAGE=), C(elfcorehdr=) and C(kexec_jump_back_entry=), and,
+        for O(type=crash), C(crashkernel=).
+      - O(remove) and O(append) then edit it.
+    type: bool
+    default: false
+  append:
+    description:
+      - Options added at the end of the command line (after O(remove) was applied). An option that is
+        already there, word for word, is not added twice.
+      - Each item may hold several space-separated options.
+    type: list
+    elements: str
+    default: []
+  remove:
+    description:
+      - Options dropped from the command line. V(quiet) or V(console) drop every option of that name
+        (V(console=ttyS0) included); V(console=ttyS0) drops only that exact option.
+    type: list
+    elements: str
+    default: []
+  type:
+    description:
+      - V(normal) loads the kernel a kexec reboot jumps into.
+      - V(crash) loads the kernel the running kernel boots when it panics (kdump); the host must have
+        memory reserved with C(crashkernel=).
+    type: str
+    choices: [normal, crash]
+    default: normal
+  method:
+    description:
+      - V(classic) uses the C(kexec_load) syscall (the module places the segments and links its own
+        purgatory, which verifies the sha256 of every segment before the jump).
+      - V(file) uses C(kexec_file_load) (the kernel reads the files itself and checks their signature
+        when lockdown or Secure Boot require it).
+      - V(auto) uses V(classic) unless lockdown, Secure Boot or C(kexec_load_disabled) forbid it, then
+        V(file); when C(kexec_file_load) cannot handle the image (not when it refuses a signature) it
+        falls back to V(classic) if that is permitted.
+      - With O(state=unloaded), the syscall used to unload.
+    type: str
+    choices: [auto, classic, file]
+    default: auto
+  state:
+    description:
+      - V(loaded) loads the image unless the same one is loaded already.
+      - V(unloaded) unloads the image of O(type) if one is loaded, and removes the record.
+    type: str
+    choices: [loaded, unloaded]
+    default: loaded
+  kernel_checksum:
+    description:
+      - Expected checksum of O(kernel), as V(sha256:<hex digest>). The file is verified before anything
+        is loaded; a mismatch fails the task, naming both values.
+    type: str
+  initrd_checksum:
+    description:
+      - Expected checksum of O(initrd), as V(sha256:<hex digest>), verified like O(kernel_checksum).
+    type: str
+  sysroot:
+    description:
+      - Root of the host tree the host's state is read from (C(/proc), C(/sys)) and the record is written
+        under. Only tests change it. O(kernel) and O(initrd) are not relative to it.
+    type: path
+    default: /
+notes:
+  - Needs root (C(become=true) for other users).
+  - The record lives under C(/run), which is emptied at every boot; it also carries the boot_id, so a
+    record can never vouch for an image of an earlier boot.
+  - If something else (kexec-tools) loaded an image, the module does not know what it is and loads
+    the requested one over it (reporting a change).
+  - A kernel refuses C(kexec_load) under lockdown; O(method=auto) then uses C(kexec_file_load),
+    which needs a kernel signed by a key the running kernel trusts (the distribution's signed kernel).
+seealso:
+  - module: fleetboot.kexec.kexec_facts
+  - module: fleetboot.kexec.kexec_reboot
+"""
+
+EXAMPLES = r"""
+- name: Load the new kernel with the running kernel's command line
+  fleetboot.kexec.kexec_load:
+    kernel: /boot/vmlinuz-6.1.0-56-amd64
+    initrd: /boot/initrd.img-6.1.0-56-amd64
+    reuse_cmdline: true
+  become: true
+
+- name: Load a verified kernel, dropping quiet and every console= option, adding others
+  fleetboot.kexec.kexec_load:
+    kernel: /boot/vmlinuz-6.1.0-56-amd64
+    initrd: /boot/initrd.img-6.1.0-56-amd64
+    kernel_checksum: "sha256:{{ kernel_sha256 }}"
+    reuse_cmdline: true
+    remove:
+      - quiet
+      - console
+    append:
+      - console=ttyS0,115200
+      - systemd.show_status=1
+    method: classic
+  become: true
+
+- name: Show where each segment would go, touching nothing
+  fleetboot.kexec.kexec_load:
+    kernel: /boot/vmlinuz-6.1.0-56-amd64
+    initrd: /boot/initrd.img-6.1.0-56-amd64
+    cmdline: root=/dev/vda rw console=ttyS0
+  check_mode: true
+  register: planned
+
+- name: Load the crash kernel (kdump)
+  fleetboot.kexec.kexec_load:
+    type: crash
+    kernel: /boot/vmlinuz-6.1.0-56-amd64
+    initrd: /boot/initrd.img-6.1.0-56-amd64
+    reuse_cmdline: true
+    append:
+      - irqpoll nr_cpus=1 reset_devices
+  become: true
+
+- name: Unload the normal kexec image
+  fleetboot.kexec.kexec_load:
+    state: unloaded
+  become: true
+"""
+
+RETURN = r"""
+type:
+  description: Which image the task acted on, V(normal) or V(crash).
+  returned: always
+  type: str
+  sample: normal
+method:
+  description:
+    - The syscall that loaded (or in check mode would load, or unloaded) the image, V(classic)
+      (C(kexec_load)) or V(file) (C(kexec_file_load)).
+    - V(null) with O(state=unloaded) when nothing was loaded.
+  returned: always
+  type: str
+  sample: classic
+kernel:
+  description: Path of the loaded kernel.
+  returned: when O(state=loaded)
+  type: str
+  sample: /boot/vmlinuz-6.1.0-56-amd64
+initrd:
+  description: Path of the loaded initrd, or V(null).
+  returned: when O(state=loaded)
+  type: str
+  sample: /boot/initrd.img-6.1.0-56-amd64
+cmdline:
+  description: The command line the new kernel gets.
+  returned: when O(state=loaded)
+  type: str
+  sample: console=ttyS0 root=/dev/vda rw
+entry:
+  description:
+    - Physical address the jump starts at (our purgatory's entry with V(classic)); V(0) with V(file),
+      where the kernel chooses.
+  returned: when O(state=loaded)
+  type: int
+  sample: 1073737728
+segments:
+  description:
+    - The segments handed to the kernel. With V(file) the kernel places them itself and RV(segments[].mem)
+      is V(null).
+  returned: when O(state=loaded)
+  type: list
+  elements: dict
+  contains:
+    what:
+      description: What the segment holds (V(kernel), V(initrd), V(boot_params), V(purgatory), ...).
+      type: str
+    mem:
+      description: Physical destination address.
+      type: int
+    memsz:
+      description: Size in memory, in bytes.
+      type: int
+    bufsz:
+      description: Bytes of data (the rest of RV(segments[].memsz) is zeroed).
+      type: int
+    sha256:
+      description: sha256 of the data.
+      type: str
+  sample:
+    - {what: kernel, mem: 16777216, memsz: 45314048, bufsz: 7968544, sha256: 1f0e...}
+kernel_sha256:
+  description: sha256 of the kernel file.
+  returned: when O(state=loaded)
+  type: str
+  sample: 3f0c0e5b3a0d9a4c2f8e1b7d6a5c4b3a2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d7c
+initrd_sha256:
+  description: sha256 of the initrd file, or V(null).
+  returned: when O(state=loaded)
+  type: str
+  sample: 9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b
+plan:
+  description:
+    - The whole plan, as C(fleetboot-kexec plan --json) prints it (method, kind, entry, flags, cmdline,
+      segments, warnings).
+  returned: in check mode, when a load would happen
+  type: dict
+  sample:
+    method: classic
+    kind: normal
+    entry: 1073737728
+    flags: 4063232
+    cmdline: console=ttyS0 root=/dev/vda rw
+    segments: []
+"""
+
+import errno
+import hashlib
+import json
+import os
+import re
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import loader
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import syscalls as kexec_syscalls
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors import KexecError
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host
+
+BOOT_ID = "proc/sys/kernel/random/boot_id"
+RECORD_DIR = "run/fleetboot-kexec"
+CHECKSUM = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
+
+ARGUMENT_SPEC = dict(
+    kernel=dict(type="path"),
+    initrd=dict(type="path"),
+    cmdline=dict(type="str"),
+    reuse_cmdline=dict(type="bool", default=False),
+    append=dict(type="list", elements="str", default=[]),
+    remove=dict(type="list", elements="str", default=[]),
+    type=dict(type="str", choices=["normal", "crash"], default="normal"),
+    method=dict(type="str", choices=["auto", "classic", "file"], default="auto"),
+    state=dict(type="str", choices=["loaded", "unloaded"], default="loaded"),
+    kernel_checksum=dict(type="str"),
+    initrd_checksum=dict(type="str"),
+    sysroot=dict(type="path", default="/"),
+)
+
+
+def compose_cmdline(host, kind, cmdline=None, reuse=False, remove=(), append=()):
+    """The next kernel's command line: the given one or the running one's (see
+    loader.reuse_cmdline), minus ``remove`` (a name drops name and name=*, name=value only that),
+    plus ``append`` (words already present are not added again)."""
+    if reuse:
+        if host.cmdline is None:
+            raise KexecError("reuse_cmdline: cannot read /proc/cmdline; give cmdline instead")
+        base = loader.reuse_cmdline(host.cmdline, kind)
+    else:
+        base = cmdline or ""
+    words = loader.split_cmdline(base)
+    for item in remove:
+        for name in loader.split_cmdline(item):
+            if "=" in name:
+                words = [w for w in words if w != name]
+            else:
+                words = [w for w in words if w != name and w.split("=", 1)[0] != name]
+    for item in append:
+        for word in loader.split_cmdline(item):
+            if word not in words:
+                words.append(word)
+    return " ".join(words)
+
+
+def file_digest(path, what):
+    """sha256 hex of a file, or KexecError saying which file cannot be read."""
+    try:
+        return loader.file_sha256(path)
+    except (IOError, OSError) as err:
+        raise KexecError("cannot read %s %s: %s; check the path and permissions"
+                         % (what, path, getattr(err, "strerror", None) or err))
+
+
+def verify_checksum(what, path, expected, actual):
+    """Raise KexecError unless ``expected`` (sha256:<hex>, or None) matches ``actual``."""
+    if expected is None:
+        return
+    match = CHECKSUM.match(expected.strip())
+    if not match:
+        raise KexecError("%s_checksum %r is not of the form sha256:<64 hex digits>" % (what, expected))
+    if match.group(1).lower() != actual:
+        raise KexecError("%s %s has checksum sha256:%s, but %s_checksum expects sha256:%s; the file is not "
+                         "the one you meant (replaced or corrupted): check the path or the checksum; "
+                         "nothing was loaded" % (what, path, actual, what, match.group(1).lower()))
+
+
+def read_boot_id(sysroot):
+    try:
+        with open(os.path.join(sysroot, BOOT_ID)) as f:
+            return f.read().strip() or None
+    except (IOError, OSError):
+        return None
+
+
+def record_path(sysroot, kind):
+    return os.path.join(sysroot, RECORD_DIR, kind + ".json")
+
+
+def read_record(sysroot, kind):
+    try:
+        with open(record_path(sysroot, kind)) as f:
+            record = json.load(f)
+    except (IOError, OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def write_record(sysroot, kind, record):
+    """Write the record atomically (a reader never sees half of it)."""
+    directory = os.path.join(sysroot, RECORD_DIR)
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o755)
+    fd, tmp = tempfile.mkstemp(prefix="." + kind + ".", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, record_path(sysroot, kind))
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def remove_record(sysroot, kind):
+    try:
+        os.unlink(record_path(sysroot, kind))
+    except OSError as err:
+        if err.errno != errno.ENOENT:
+            raise
+
+
+def is_loaded(host, kind):
+    return bool(host.kexec_crash_loaded if kind == "crash" else host.kexec_loaded)
+
+
+def still_loaded(record, wanted, host, kind, method):
+    """True when ``record`` describes ``wanted`` and the kernel still holds that image."""
+    if record is None or not is_loaded(host, kind) or not wanted["boot_id"]:
+        return False
+    keys = ("kernel_sha256", "initrd_sha256", "cmdline_sha256", "type", "boot_id")
+    if any(record.get(k) != wanted[k] for k in keys):
+        return False
+    return method == "auto" or record.get("method") == method
+
+
+def result_from(report, wanted):
+    return dict(method=report["method"], entry=report["entry"], segments=report["segments"],
+                cmdline=report["cmdline"], kernel=wanted["kernel"], initrd=wanted["initrd"],
+                type=wanted["type"], kernel_sha256=wanted["kernel_sha256"],
+                initrd_sha256=wanted["initrd_sha256"])
+
+
+def ensure_loaded(module, host, syscalls):
+    p = module.params
+    sysroot, kind = p["sysroot"], p["type"]
+    cmdline = compose_cmdline(host, kind, p["cmdline"], p["reuse_cmdline"], p["remove"], p["append"])
+    request = loader.Request(p["kernel"], initrd=p["initrd"], cmdline=cmdline, kind=kind, method=p["method"])
+
+    kernel_sha256 = file_digest(request.kernel, "kernel")
+    verify_checksum("kernel", request.kernel, p["kernel_checksum"], kernel_sha256)
+    initrd_sha256 = None
+    if request.initrd:
+        initrd_sha256 = file_digest(request.initrd, "initrd")
+        verify_checksum("initrd", request.initrd, p["initrd_checksum"], initrd_sha256)
+    elif p["initrd_checksum"]:
+        raise KexecError("initrd_checksum is given but no initrd; give initrd or drop initrd_checksum")
+    wanted = dict(kernel=request.kernel, initrd=request.initrd, cmdline=cmdline, type=kind,
+                  kernel_sha256=kernel_sha256, initrd_sha256=initrd_sha256,
+                  cmdline_sha256=hashlib.sha256(cmdline.encode("utf-8")).hexdigest(),
+                  boot_id=read_boot_id(sysroot))
+
+    record = read_record(sysroot, kind)
+    if still_loaded(record, wanted, host, kind, p["method"]):
+        return dict(changed=False, method=record.get("method"), entry=record.get("entry"),
+                    segments=record.get("segments"), cmdline=record.get("kernel_cmdline", cmdline),
+                    kernel=wanted["kernel"], initrd=wanted["initrd"], type=kind,
+                    kernel_sha256=kernel_sha256, initrd_sha256=initrd_sha256), None
+
+    if module.check_mode:
+        with loader.make_plan(request, host) as prep:
+            report = prep.to_dict()
+        result = result_from(report, wanted)
+        result.update(changed=True, plan=report)
+        return result, report
+
+    # The old record must not outlive the image it describes, whatever happens next.
+    remove_record(sysroot, kind)
+    if syscalls is None:
+        syscalls = kexec_syscalls.default_syscalls(host.arch, host)
+    report = loader.load(request, syscalls, host)
+    record = dict(wanted, method=report["method"], entry=report["entry"], segments=report["segments"],
+                  kernel_cmdline=report["cmdline"])
+    try:
+        write_record(sysroot, kind, record)
+    except (IOError, OSError) as err:
+        module.warn("the image is loaded, but its record %s could not be written (%s); the next run "
+                    "will load it again" % (record_path(sysroot, kind), err))
+    result = result_from(report, wanted)
+    result["changed"] = True
+    return result, report
+
+
+def ensure_unloaded(module, host, syscalls):
+    p = module.params
+    sysroot, kind = p["sysroot"], p["type"]
+    result = dict(changed=False, type=kind, method=None)
+    if is_loaded(host, kind):
+        result["changed"] = True
+        if module.check_mode:
+            return result
+        if syscalls is None:
+            syscalls = kexec_syscalls.default_syscalls(host.arch, host)
+        result["method"] = loader.unload(syscalls, host, kind=kind, method=p["method"])["method"]
+    if not module.check_mode:
+        remove_record(sysroot, kind)
+    return result
+
+
+def run(module, syscalls=None):
+    """The module's work on parsed parameters; ``syscalls`` lets tests pass a FakeSyscalls."""
+    p = module.params
+    host = Host.read(p["sysroot"])
+    if p["state"] == "unloaded":
+        return ensure_unloaded(module, host, syscalls)
+    result, report = ensure_loaded(module, host, syscalls)
+    if report is not None:
+        for warning in report.get("warnings") or ():
+            module.warn(warning)
+        if report.get("fallback_from"):
+            module.warn("kexec_file_load failed (%s); loaded with kexec_load instead"
+                        % report["fallback_from"]["error"])
+    return result
+
+
+def main(syscalls=None):
+    module = AnsibleModule(
+        argument_spec=ARGUMENT_SPEC,
+        required_if=[("state", "loaded", ["kernel"])],
+        supports_check_mode=True,
+    )
+    if module.params["reuse_cmdline"] and module.params["cmdline"] is not None:
+        module.fail_json(msg="cmdline and reuse_cmdline=true are mutually exclusive: give one of them "
+                             "(use append and remove to edit the reused command line)")
+    try:
+        result = run(module, syscalls)
+    except KexecError as err:
+        module.fail_json(msg=str(err))
+    except (IOError, OSError) as err:
+        where = getattr(err, "filename", None) or "a file"
+        module.fail_json(msg="cannot read or write %s: %s" % (where, getattr(err, "strerror", None) or err))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
