@@ -81,8 +81,5 @@ clean:
 	-$(VPY) -m lab down 2>/dev/null
 	rm -rf .build .pytest_cache
 
-distbench: deps venv collection-link
-	$(VPY) benchmarks/load_speed.py
-
-clean: clean
+distclean: clean
 	rm -rf $(VENV) .lab
