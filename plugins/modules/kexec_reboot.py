@@ -1,0 +1,497 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: fleetboot.kexec developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: kexec_reboot
+short_description: Jump into the loaded kexec kernel and wait until the host answers on it
+version_added: 0.1.0
+description:
+  - Reboots a Linux host into the kernel that is loaded for kexec (see M(fleetboot.kexec.kexec_load)),
+    skipping firmware POST, then waits until the host answers again with a B(new boot_id) and
+    verifies the kernel release and command line it came back with.
+  - The host-side part reads C(/sys/kernel/kexec_loaded), the boot_id, C(uname -r) and
+    C(/proc/cmdline), then starts the shutdown B(detached), so that it returns before the host
+    goes down. On systemd hosts it runs C(systemctl kexec), which stops the services and
+    unmounts the file systems first. On other init systems it runs the C(/etc/rc6.d/K*) stop
+    scripts, syncs the file systems and calls C(reboot(LINUX_REBOOT_CMD_KEXEC)).
+  - The controller-side part (an action plugin) never reports success before the host really went
+    down and came back; success means the host answered with a boot_id other than the one it had
+    before, and O(test_command) succeeded.
+  - When no kexec image is loaded, or the host refuses the jump, the task fails without rebooting,
+    unless O(fallback=cold), in which case the host is rebooted through the firmware and the task
+    reports RV(method=cold) and the RV(reason).
+  - A cold reboot is really cold. A kexec image that is still loaded is unloaded first (systemd
+    would otherwise turn C(systemctl reboot) into a kexec) and the reboot runs with
+    C(SYSTEMCTL_SKIP_AUTO_KEXEC=1).
+author:
+  - fleetboot.kexec developers (@fleetboot)
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details:
+      - Reports the boot_id, release and the method a real run would use; nothing is touched.
+      - When no image is loaded and O(fallback=fail), check mode warns instead of failing, because
+        a M(fleetboot.kexec.kexec_load) task before it loads nothing in check mode either.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: N/A
+    platforms: posix
+options:
+  fallback:
+    description:
+      - What to do when no kexec image is loaded or the host refuses the jump.
+      - V(fail) fails the task and leaves the host running as it is.
+      - V(cold) unloads any kexec image and reboots the host through the firmware; the task then
+        reports RV(method=cold) and the RV(reason).
+    type: str
+    choices: [cold, fail]
+    default: fail
+  method:
+    description:
+      - V(auto) jumps with kexec when an image is loaded and applies O(fallback) otherwise.
+      - V(cold) forces a firmware reboot, unloading any loaded kexec image first. The action plugin
+        uses it to fall back when the host refuses the jump.
+    type: str
+    choices: [auto, cold]
+    default: auto
+  reboot_timeout:
+    description:
+      - Seconds to wait, from the moment the shutdown is triggered, for the host to go down, come
+        back with a new boot_id and pass O(test_command).
+    type: int
+    default: 600
+  connect_timeout:
+    description:
+      - Seconds the connection plugin may take to connect while the host is going down and coming
+        back (sets its C(timeout) option for the duration of the task).
+      - By default the connection plugin's own setting is kept.
+    type: int
+  test_command:
+    description:
+      - Command run on the host once it answers with a new boot_id; the task succeeds only when it
+        exits 0.
+    type: str
+    default: whoami
+  pre_reboot_delay:
+    description:
+      - Seconds the host waits after the module returned before it starts the shutdown.
+    type: int
+    default: 0
+  post_reboot_delay:
+    description:
+      - Seconds to wait after the host answered with a new boot_id, before O(test_command) runs and
+        the release and command line are checked.
+    type: int
+    default: 0
+  expect_release:
+    description:
+      - Kernel release (C(uname -r)) the host must run after the reboot, for example
+        V(6.1.0-56-amd64). The task fails naming the expected and the found release otherwise.
+    type: str
+  expect_cmdline:
+    description:
+      - Items that must all appear in C(/proc/cmdline) after the reboot, each as a whole
+        space-separated word (V(quiet), V(console=ttyS0)).
+    type: list
+    elements: str
+notes:
+  - Needs root on the host (C(become=true) for other users).
+  - Refuses to run with the C(local) connection, which would reboot the controller.
+  - If the kernel refuses C(reboot(LINUX_REBOOT_CMD_KEXEC)) at the very end of the shutdown (after the
+    services stopped), the init system reboots through the firmware. O(expect_release) catches
+    such a host coming back on the wrong kernel.
+  - Whether the jump was refused is written to C(/run/fleetboot/kexec_reboot.json) on the host, so
+    a refused jump fails (or falls back) at once instead of after O(reboot_timeout).
+seealso:
+  - module: fleetboot.kexec.kexec_load
+  - module: ansible.builtin.reboot
+"""
+
+EXAMPLES = r"""
+- name: Jump into the loaded kernel and check that it is the new one
+  fleetboot.kexec.kexec_reboot:
+    expect_release: 6.1.0-56-amd64
+  become: true
+
+- name: Jump, or reboot through the firmware when kexec is not possible
+  fleetboot.kexec.kexec_reboot:
+    fallback: cold
+    reboot_timeout: 900
+    connect_timeout: 10
+    test_command: systemctl is-system-running --wait
+    expect_cmdline:
+      - console=ttyS0
+  register: jump
+
+- name: Show how long the host was away
+  ansible.builtin.debug:
+    msg: "{{ jump.old_release }} -> {{ jump.new_release }} by {{ jump.method }} in {{ jump.downtime }} s"
+"""
+
+RETURN = r"""
+rebooted:
+  description: Whether the host went down and came back with a new boot_id.
+  returned: always
+  type: bool
+  sample: true
+method:
+  description: How the host was (or in check mode would be) rebooted, V(kexec) or V(cold).
+  returned: success, and failures after the shutdown was triggered
+  type: str
+  sample: kexec
+reason:
+  description: Why the host was rebooted cold instead of by kexec.
+  returned: when RV(method=cold)
+  type: str
+  sample: no kexec image is loaded (/sys/kernel/kexec_loaded is 0)
+elapsed:
+  description: Seconds from triggering the shutdown to the end of the checks.
+  returned: when the shutdown was triggered
+  type: float
+  sample: 23.4
+downtime:
+  description:
+    - Seconds between the last answer with the old boot_id and the first answer with the new one.
+  returned: when the host came back
+  type: float
+  sample: 11.2
+old_boot_id:
+  description: The host's boot_id before the reboot.
+  returned: always, once the host answered
+  type: str
+  sample: 5d2c9a4e-3f8b-4f2e-9d6a-2b1e7c0f4a11
+new_boot_id:
+  description: The host's boot_id after the reboot.
+  returned: when the host came back
+  type: str
+  sample: 0b7e3f1c-8a2d-4c5e-b6f9-3d4e5a6b7c8d
+old_release:
+  description: Kernel release (C(uname -r)) before the reboot.
+  returned: always, once the host answered
+  type: str
+  sample: 6.1.0-54-amd64
+new_release:
+  description: Kernel release (C(uname -r)) after the reboot.
+  returned: when the host came back
+  type: str
+  sample: 6.1.0-56-amd64
+new_cmdline:
+  description: The host's C(/proc/cmdline) after the reboot.
+  returned: when the host came back
+  type: str
+  sample: console=ttyS0 root=/dev/vda rw
+kexec_loaded:
+  description: Whether a kexec image was loaded when the task started.
+  returned: always, once the host answered
+  type: bool
+  sample: true
+init:
+  description: The init system whose shutdown runs, V(systemd) or V(sysv).
+  returned: when the module ran
+  type: str
+  sample: systemd
+command:
+  description: The shutdown steps the host runs (or would run in check mode), in order.
+  returned: when the module ran
+  type: list
+  elements: str
+  sample: ["systemctl --no-block kexec"]
+"""
+
+import ctypes
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import syslog
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+KEXEC_LOADED = "/sys/kernel/kexec_loaded"
+CMDLINE = "/proc/cmdline"
+STATUS_DIR = "/run/fleetboot"
+STATUS_FILE = STATUS_DIR + "/kexec_reboot.json"
+RC6_DIR = "/etc/rc6.d"
+# Seconds the detached child waits before the shutdown starts, so the SSH session returns first.
+DETACH_SLEEP = 1.5
+
+# <uapi/linux/kexec.h>, <uapi/linux/reboot.h>
+KEXEC_FILE_UNLOAD = 0x00000001
+LINUX_REBOOT_CMD_KEXEC = 0x45584543
+RB_AUTOBOOT = 0x01234567
+# (kexec_load, kexec_file_load) syscall numbers; None where the architecture lacks the syscall.
+SYSCALL_NUMBERS = {
+    "x86_64": (246, 320),
+    "aarch64": (104, 294),
+    "riscv64": (104, 294),
+    "ppc64le": (268, 382),
+    "ppc64": (268, 382),
+    "s390x": (277, 381),
+    "i386": (283, None),
+    "i686": (283, None),
+}
+
+
+class RebootError(Exception):
+    """A reason not to reboot, worded for the user."""
+
+
+def read_text(path, default=None):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except (IOError, OSError):
+        return default
+
+
+def host_state(root="/"):
+    """What the host runs now: boot_id, release, cmdline and whether a kexec image is loaded."""
+    def at(path):
+        return os.path.join(root, path.lstrip("/"))
+    return {
+        "boot_id": read_text(at(BOOT_ID), ""),
+        "release": platform.release(),
+        "cmdline": read_text(at(CMDLINE), ""),
+        "kexec_loaded": read_text(at(KEXEC_LOADED), "0") == "1",
+    }
+
+
+def init_system(root="/"):
+    """'systemd' when systemd is PID 1 (its sd_booted() test), 'sysv' otherwise."""
+    if os.path.isdir(os.path.join(root, "run/systemd/system")) and shutil.which("systemctl"):
+        return "systemd"
+    return "sysv"
+
+
+def choose_method(method, fallback, kexec_loaded):
+    """(method, reason): 'kexec' or 'cold', and why cold; RebootError when the task must fail."""
+    if method == "cold":
+        return "cold", "a cold reboot was requested (method: cold)"
+    if kexec_loaded:
+        return "kexec", None
+    reason = "no kexec image is loaded (%s is 0)" % KEXEC_LOADED
+    if fallback == "cold":
+        return "cold", reason
+    raise RebootError("%s: load one first with fleetboot.kexec.kexec_load, or set fallback: cold to "
+                      "reboot through the firmware instead; the host was not rebooted" % reason)
+
+
+def rc6_scripts(rc6_dir=RC6_DIR):
+    """The rc6 stop scripts in order, without the one that reboots (we do that ourselves)."""
+    try:
+        names = sorted(n for n in os.listdir(rc6_dir) if n.startswith("K"))
+    except OSError:
+        return []
+    return [os.path.join(rc6_dir, n) for n in names
+            if n.lstrip("K0123456789") not in ("reboot", "halt")]
+
+
+def shutdown_steps(init, method, rc6_dir=RC6_DIR):
+    """Human-readable shutdown steps for `init` and `method` (returned as `command`)."""
+    if init == "systemd":
+        if method == "kexec":
+            return ["systemctl --no-block kexec"]
+        return ["SYSTEMCTL_SKIP_AUTO_KEXEC=1 systemctl --no-block reboot"]
+    steps = ["%s stop" % s for s in rc6_scripts(rc6_dir)] + ["sync"]
+    steps.append("reboot(LINUX_REBOOT_CMD_KEXEC)" if method == "kexec" else "reboot(RB_AUTOBOOT)")
+    return steps
+
+
+def _libc():
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return libc
+
+
+def unload_kexec_image(libc=None, arch=None):
+    """Unload the normal kexec image: kexec_file_load(KEXEC_FILE_UNLOAD), then kexec_load with no
+    segments (the file call also unloads images loaded by kexec_load and passes lockdown).
+    Returns the call that worked; raises RebootError listing the errors otherwise."""
+    libc = libc or _libc()
+    arch = arch or platform.machine()
+    numbers = SYSCALL_NUMBERS.get(arch)
+    if numbers is None:
+        raise RebootError("cannot unload the kexec image: unknown architecture %s" % arch)
+    nr_load, nr_file = numbers
+    errors = []
+    if nr_file is not None:
+        ret = libc.syscall(ctypes.c_long(nr_file), ctypes.c_int(-1), ctypes.c_int(-1),
+                           ctypes.c_ulong(0), ctypes.c_void_p(None), ctypes.c_ulong(KEXEC_FILE_UNLOAD))
+        if ret == 0:
+            return "kexec_file_load"
+        err = ctypes.get_errno()
+        errors.append("kexec_file_load: %s" % os.strerror(err))
+    ret = libc.syscall(ctypes.c_long(nr_load), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                       ctypes.c_void_p(None), ctypes.c_ulong(0))
+    if ret == 0:
+        return "kexec_load"
+    err = ctypes.get_errno()
+    errors.append("kexec_load: %s" % os.strerror(err))
+    raise RebootError("cannot unload the kexec image (%s): a cold reboot would jump into it "
+                      "instead; the host was not rebooted" % "; ".join(errors))
+
+
+def write_status(boot_id, state, method, msg=None, path=STATUS_FILE):
+    """Tell the controller what became of the trigger (the file lives in /run: a reboot clears it)."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump({"boot_id": boot_id, "state": state, "method": method, "msg": msg,
+                       "time": time.time()}, f)
+        os.replace(path + ".tmp", path)
+    except (IOError, OSError):
+        pass
+
+
+def _log(msg):
+    try:
+        syslog.openlog("fleetboot-kexec-reboot")
+        syslog.syslog(syslog.LOG_WARNING, msg)
+    except Exception:  # pylint: disable=broad-except  # logging must never stop the reboot
+        pass
+
+
+def run_shutdown(init, method, boot_id, libc=None, runner=subprocess.run, rc6_dir=RC6_DIR):
+    """The shutdown itself (runs in the detached child). Returns only when the reboot was refused."""
+    if init == "systemd":
+        env = dict(os.environ)
+        verb = "kexec"
+        if method == "cold":
+            env["SYSTEMCTL_SKIP_AUTO_KEXEC"] = "1"
+            verb = "reboot"
+        proc = runner(["systemctl", "--no-block", verb], stdin=subprocess.DEVNULL,
+                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, check=False)
+        if proc.returncode != 0:
+            said = proc.stdout.decode("utf-8", "replace").strip() if proc.stdout else ""
+            return "systemctl %s failed (exit %d): %s" % (verb, proc.returncode, said or "no message")
+        return None
+    for script in rc6_scripts(rc6_dir):
+        try:
+            runner([script, "stop"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=120, check=False)
+        except Exception as e:  # pylint: disable=broad-except  # one bad script must not stop the rest
+            _log("rc6 script %s: %s" % (script, e))
+    os.sync()
+    libc = libc or _libc()
+    if method == "kexec":
+        libc.reboot(ctypes.c_int(LINUX_REBOOT_CMD_KEXEC))
+        err = ctypes.get_errno()
+        # The services are stopped already: a host left like this is worse than a cold-booted one.
+        _log("reboot(LINUX_REBOOT_CMD_KEXEC) failed: %s; rebooting through the firmware" % os.strerror(err))
+    libc.reboot(ctypes.c_int(RB_AUTOBOOT))
+    return "reboot failed: %s" % os.strerror(ctypes.get_errno())
+
+
+def detach(job):
+    """Run `job` in a grandchild in its own session, stdio on /dev/null; return in the parent at once.
+
+    The module's stdout pipe must not stay open in the child, or Ansible would wait for it.
+    """
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)
+        return
+    try:
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        os.chdir("/")
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.closerange(3, 1024)
+        job()
+    except BaseException:  # pylint: disable=broad-except  # the child must never return into the module
+        pass
+    os._exit(0)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            fallback=dict(type="str", default="fail", choices=["cold", "fail"]),
+            method=dict(type="str", default="auto", choices=["auto", "cold"]),
+            reboot_timeout=dict(type="int", default=600),
+            connect_timeout=dict(type="int"),
+            test_command=dict(type="str", default="whoami"),
+            pre_reboot_delay=dict(type="int", default=0),
+            post_reboot_delay=dict(type="int", default=0),
+            expect_release=dict(type="str"),
+            expect_cmdline=dict(type="list", elements="str"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    state = host_state()
+    init = init_system()
+    result = dict(changed=False, rebooted=False, init=init, old_boot_id=state["boot_id"],
+                  old_release=state["release"],
+                  kexec_loaded=state["kexec_loaded"], triggered=False)
+    if not state["boot_id"]:
+        module.fail_json(msg="cannot read %s: is this a Linux host?" % BOOT_ID, **result)
+    if os.geteuid() != 0:
+        module.fail_json(msg="kexec_reboot needs root on the host: run the task with become: true",
+                         **result)
+    try:
+        method, reason = choose_method(p["method"], p["fallback"], state["kexec_loaded"])
+    except RebootError as e:
+        if not module.check_mode:
+            module.fail_json(msg=str(e), **result)
+        # In a check-mode run the kexec_load task before this one loaded nothing: say what a real
+        # run needs instead of failing the whole check.
+        module.warn("%s (kexec_load loads nothing in check mode; a real run fails unless an image "
+                    "is loaded by then)" % e)
+        method, reason = "kexec", None
+    result.update(method=method, command=shutdown_steps(init, method))
+    if reason:
+        result["reason"] = reason
+    if module.check_mode:
+        result.update(changed=True, msg="would reboot by %s%s" % (method, " (%s)" % reason if reason else ""))
+        module.exit_json(**result)
+
+    if method == "cold" and state["kexec_loaded"]:
+        try:
+            result["unloaded_with"] = unload_kexec_image()
+        except RebootError as e:
+            module.fail_json(msg=str(e), **result)
+        if read_text(KEXEC_LOADED, "0") == "1":
+            module.fail_json(msg="the kexec image is still loaded after unloading it: a cold reboot "
+                             "would jump into it instead; the host was not rebooted", **result)
+
+    delay = max(0, p["pre_reboot_delay"]) + DETACH_SLEEP
+    boot_id = state["boot_id"]
+    write_status(boot_id, "scheduled", method)
+
+    def job():
+        time.sleep(delay)
+        write_status(boot_id, "triggered", method)
+        refused = run_shutdown(init, method, boot_id)
+        if refused:
+            _log(refused)
+            write_status(boot_id, "failed", method, refused)
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    detach(job)
+    result.update(changed=True, triggered=True,
+                  msg="%s reboot starts in %.1f s" % (method, delay))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
