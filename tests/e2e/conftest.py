@@ -27,12 +27,7 @@ def _require_lab():
         pytest.fail("lab tools missing (%s): run `make deps`" % ", ".join(missing))
 
 
-@pytest.fixture(scope="session")
-def fleet_factory(worker_id):
-    """Start fleets named after the xdist worker; all are taken down at session end."""
-    _require_lab()
-    fleets = []
-
+def _starter(worker_id, fleets):
     def start(name, **kwargs):
         fleet = Fleet("e2e-%s-%s" % (worker_id, name))
         if fleet.exists():  # leftovers of an interrupted run
@@ -43,16 +38,28 @@ def fleet_factory(worker_id):
             pytest.fail(str(e))
         fleets.append(fleet)
         return fleet
+    return start
 
-    yield start
+
+@pytest.fixture(scope="module")
+def fleet_factory(worker_id):
+    """Start fleets named after the xdist worker; they are taken down when the test module ends,
+    so idle VMs of finished modules do not take CPU from the next ones (TCG, 2 cores)."""
+    _require_lab()
+    fleets = []
+    yield _starter(worker_id, fleets)
     for fleet in fleets:
         fleet.down()
 
 
 @pytest.fixture(scope="session")
-def lab_fleet(fleet_factory):
-    """Two VMs on the lab image's older kernel."""
-    return fleet_factory("basic", hosts=2)
+def lab_fleet(worker_id):
+    """Two VMs on the lab image's older kernel, brought up once per session (per worker)."""
+    _require_lab()
+    fleets = []
+    yield _starter(worker_id, fleets)("basic", hosts=2)
+    for fleet in fleets:
+        fleet.down()
 
 
 def ansible(fleet, *args, timeout=300):
