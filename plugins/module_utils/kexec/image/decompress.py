@@ -103,13 +103,16 @@ def _zstd(view, sink):
         raise ImageFormatError(
             "the kernel payload is zstd-compressed and the Python module 'zstandard' is not "
             "installed; install it (python3-zstandard) or use a gzip/xz kernel")
+    # One frame, then the kernel's 4-byte size trailer: a decompression object stops at the end
+    # of the frame and leaves the trailer alone (a stream reader would try it as a next frame).
     try:
-        reader = zstandard.ZstdDecompressor().stream_reader(view, read_across_frames=False)
-        while True:
-            data = reader.read(CHUNK)
-            if not data:
-                break
-            sink.add(data)
+        dec = zstandard.ZstdDecompressor().decompressobj()
+        pos = 0
+        while pos < len(view) and not dec.eof:
+            sink.add(dec.decompress(view[pos:pos + CHUNK]))
+            pos += CHUNK
+        if not dec.eof:
+            raise ImageFormatError("truncated zstd payload: the frame does not end")
     except zstandard.ZstdError as err:
         raise ImageFormatError("corrupted zstd payload: %s" % err)
 
