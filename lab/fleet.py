@@ -151,6 +151,10 @@ class Fleet:
         """Run a command on one VM over SSH: (exit status, stdout, stderr)."""
         return ssh.run(self.vm(name).port, self.key_file, command, timeout=timeout)
 
+    def put_file(self, name, local_path, remote_path):
+        """Copy one file into one VM (SFTP)."""
+        ssh.put_file(self.vm(name).port, self.key_file, local_path, remote_path)
+
     def put_tree(self, name, local_dir, remote_dir):
         """Copy a directory tree into one VM (SFTP)."""
         ssh.put_tree(self.vm(name).port, self.key_file, local_dir, remote_dir)

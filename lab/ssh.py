@@ -79,6 +79,17 @@ def _makedirs(sftp, path):
             sftp.mkdir(here)
 
 
+def put_file(port, key_file, local_path, remote_path):
+    """Copy one file to the VM over SFTP (its directory must exist)."""
+    client = _client(port, key_file, timeout=15)
+    try:
+        sftp = client.open_sftp()
+        sftp.put(local_path, remote_path)
+        sftp.close()
+    finally:
+        client.close()
+
+
 def put_tree(port, key_file, local_dir, remote_dir, skip=("__pycache__",)):
     """Copy a local directory tree to the VM over SFTP (replacing files of the same name)."""
     client = _client(port, key_file, timeout=15)

@@ -66,11 +66,13 @@ def _run(argv, cwd=None):
     return proc.returncode, proc.stdout
 
 
-def _download(version, workdir):
+def _download(version, workdir, unsigned=False):
     """apt-get download the package into workdir; return the .deb path."""
     if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
         raise KernelUnavailable("apt-get/dpkg-deb not found: cannot fetch linux-image-%s" % version)
     names = ["linux-image-" + version, "linux-image-" + version + "-unsigned"]
+    if unsigned:
+        names = names[1:]
     log = []
     # Try without touching the apt lists first; only if no name resolves do we refresh them.
     for refresh in (False, True):
@@ -88,22 +90,26 @@ def _download(version, workdir):
                             % (version, "\n".join(log)))
 
 
-def kernel_package(version=DEFAULT_VERSION):
-    """Return a KernelPackage for ``version``, downloading and extracting it on first use."""
+def kernel_package(version=DEFAULT_VERSION, unsigned=False):
+    """Return a KernelPackage for ``version``, downloading and extracting it on first use.
+
+    ``unsigned`` takes Debian's ``-unsigned`` build (no Secure Boot signature on the image),
+    which lockdown tests need.
+    """
     root = cache_root()
     os.makedirs(root, exist_ok=True)
-    final = os.path.join(root, version)
+    final = os.path.join(root, version + ("-unsigned" if unsigned else ""))
     marker = os.path.join(final, ".complete")
     if os.path.exists(marker):
         return KernelPackage(version, final)
-    with open(os.path.join(root, "." + version + ".lock"), "w") as lockf:
+    with open(final + ".lock", "w") as lockf:
         fcntl.flock(lockf, fcntl.LOCK_EX)
         try:
             if os.path.exists(marker):  # another process finished while we waited
                 return KernelPackage(version, final)
             work = tempfile.mkdtemp(prefix="." + version + ".", dir=root)
             try:
-                deb = _download(version, work)
+                deb = _download(version, work, unsigned)
                 tree = os.path.join(work, "tree")
                 rc, out = _run(["dpkg-deb", "-x", deb, tree])
                 if rc != 0:
