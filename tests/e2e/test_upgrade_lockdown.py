@@ -23,7 +23,7 @@ def test_lockdown_refuses_kexec_then_fail_stops_and_cold_reboots(fleet_factory, 
     # The target becomes Debian's -unsigned build of the same kernel.
     unsigned = kernel_package(NEW, unsigned=True).vmlinuz
     fleet.put_file(vm.name, unsigned, "/boot/vmlinuz-" + NEW)
-    (release, boot_id, loaded), = state(fleet).values()
+    release, boot_id, loaded = state(fleet)[vm.name]
     assert (release, loaded) == (OLD, "0")
 
     rc, out, rows = run(fleet, tmp_path, "-e", "kexec_upgrade_fallback=fail")
