@@ -13,11 +13,11 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Parallel VM tests: each e2e module brings its own fleet up; 2 workers fit 2 cores / 24 GiB.
 E2E_WORKERS ?= 2
 
-.PHONY: help deps venv collection-link unit e2e test demo lint sanity build-collection purgatory purgatory-check bench clean distclean
+.PHONY: help deps venv collection-link unit e2e test demo lint sanity build-collection purgatory purgatory-check molecule bench clean distclean
 
 help:
 	@echo "make demo   - build the lab, boot a VM fleet, show each host's kernel, shut it down"
-	@echo "make test   - every test: unit, sanity, lab e2e (VMs)"
+	@echo "make test   - every test: unit, purgatory check, sanity, lab e2e (VMs), molecule"
 	@echo "make lint   - ansible-test sanity + python compile checks"
 	@echo "make deps   - install the system packages the lab needs (apt-get, root)"
 	@echo "make venv   - the .venv with pinned ansible-core, paramiko, pyelftools, pytest..."
@@ -47,6 +47,10 @@ e2e: deps venv collection-link
 sanity: deps venv
 	@scripts/sanity.sh
 
+# The role through molecule's default scenario on two lab VMs (create/destroy use the lab).
+molecule: deps venv collection-link
+	$(VENV)/bin/molecule test
+
 # The shipped purgatory module must match its sources (rebuilt and compared when gcc is the same).
 purgatory-check: deps venv
 	$(VPY) purgatory/build.py --check
@@ -63,6 +67,7 @@ test: deps venv collection-link
 	@wait_pid=$$(cat .build/lab-build.pid); while kill -0 $$wait_pid 2>/dev/null; do sleep 2; done; \
 	  cat .build/lab-build.out
 	$(MAKE) --no-print-directory e2e
+	$(MAKE) --no-print-directory molecule
 
 demo: deps venv collection-link
 	$(VPY) -m lab.demo
