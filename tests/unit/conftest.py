@@ -30,7 +30,7 @@ def files(tmp_path):
     k = tmp_path / "vmlinuz"
     k.write_bytes(os.urandom(3 * 4096 + 17))
     i = tmp_path / "initrd.img"
-    i.write_bytes(os.urandom(2 * 4096 + 5))
+    i.write_bytes(b"070701" + os.urandom(2 * 4096 + 5))  # starts like a cpio archive
     return str(k), str(i)
 
 

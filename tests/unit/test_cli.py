@@ -199,7 +199,7 @@ def test_module_is_stdlib_only_and_py38(name):
 def test_real_kernel_plan_json_and_dry_run(debian_kernels, sysroot, tmp_path):
     pkg = debian_kernels["6.1.0-56-amd64"]
     initrd = tmp_path / "initrd"
-    initrd.write_bytes(os.urandom(4 << 20))
+    initrd.write_bytes(b"070701" + os.urandom(4 << 20))
     root = os.path.join(SYSROOTS, sysroot)
     base = ["--kernel", pkg.vmlinuz, "--initrd", str(initrd), "--reuse-cmdline", "--method", "classic",
             "--sysroot", root, "--json"]

@@ -363,7 +363,7 @@ def test_status_reports_the_auto_method():
 def test_real_kernel_plans_and_dry_runs(debian_kernels, sysroot, tmp_path):
     pkg = debian_kernels["6.1.0-56-amd64"]
     initrd = tmp_path / "initrd"
-    initrd.write_bytes(os.urandom(1 << 20))
+    initrd.write_bytes(b"070701" + os.urandom(1 << 20))
     host = Host.read(os.path.join(SYSROOTS, sysroot))
     req = loader.Request(pkg.vmlinuz, str(initrd), "root=/dev/vda ro console=ttyS0", method="classic")
     with loader.make_plan(req, host) as prep:

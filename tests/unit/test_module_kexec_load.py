@@ -119,7 +119,7 @@ def sysroot(tmp_path):
 @pytest.fixture
 def initrd(tmp_path):
     path = tmp_path / ("initrd.img-" + NEW)
-    path.write_bytes(os.urandom(3 * 4096 + 123))
+    path.write_bytes(b"070701" + os.urandom(3 * 4096 + 123))
     return str(path)
 
 

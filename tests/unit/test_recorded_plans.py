@@ -76,7 +76,7 @@ def assert_kernel_would_accept(report, ram, window=None):
 @pytest.fixture(scope="module")
 def inputs(debian_kernels, tmp_path_factory):
     initrd = tmp_path_factory.mktemp("initrd") / "initrd.img"
-    initrd.write_bytes(os.urandom(30 << 20))  # the size of Debian's generated initrd
+    initrd.write_bytes(b"\x1f\x8b" + os.urandom(30 << 20))  # gzip magic, Debian's initrd size
     return debian_kernels["6.1.0-56-amd64"].vmlinuz, str(initrd)
 
 

@@ -31,6 +31,7 @@ import traceback
 
 from .errors import ImageFormatError, KexecError, PlanError, SignatureError, SyscallError
 from . import syscalls as _sc
+from .image.initramfs import check_initramfs
 
 KINDS = ("normal", "crash", "preserve_context")
 METHODS = ("auto", "classic", "file")
@@ -427,6 +428,8 @@ def make_plan(request, host, stages=None, method=None, environ=None):
         prep.kernel = MappedFile(request.kernel, "kernel")
         if request.initrd:
             prep.initrd = MappedFile(request.initrd, "initrd")
+            # Both methods: the kernel would take any bytes and the next boot would panic.
+            check_initramfs(prep.initrd.map, request.initrd)
         if chosen == "file":
             _plan_file(prep)
         else:
