@@ -100,26 +100,23 @@ def test_check_mode_changes_nothing(fleet, tmp_path):
 
 
 def test_unloadable_initrd_fails_the_host_and_stops_the_roll(fleet, tmp_path):
-    """vm1 gets a file of garbage as its initrd (with the checksum its real initrd has, as an
-    operator pins it): the loader refuses it, vm1 keeps its kernel, vm2 of the same batch is held
-    back and vm3 (the next batch) is never touched."""
+    """vm1 gets a file of garbage as its initrd: the loader refuses it (it is no initramfs),
+    vm1 keeps its kernel, vm2 of the same batch is held back and vm3 (the next batch) is never
+    touched."""
     before, qemu = state(fleet), identities(fleet)
-    rc, stdout, stderr = fleet.run("vm1", "head -c 3000000 /dev/urandom > /root/garbage.img && "
-                                          "sha256sum /boot/initrd.img-%s" % NEW)
+    rc, dummy, stderr = fleet.run("vm1", "(printf 'garbage'; head -c 3000000 /dev/urandom) > /root/garbage.img")
     assert rc == 0, stderr
-    good = stdout.split()[0]
     bad_inventory = tmp_path / "bad.yml"
     bad_inventory.write_text(textwrap.dedent("""\
         all:
           hosts:
             vm1:
               kexec_upgrade_initrd: /root/garbage.img
-              kexec_upgrade_initrd_checksum: "sha256:%s"
-        """) % good)
+        """))
     rc, out, rows = run(fleet, tmp_path, "-e", "kexec_upgrade_serial=2",
                         "-e", "kexec_upgrade_max_fail_percentage=0", inventories=[bad_inventory])
     assert rc == 2, out
-    loader_msg = "initrd /root/garbage.img has checksum sha256:"
+    loader_msg = "initrd /root/garbage.img is not an initramfs"
     assert re.search(r"fatal: \[vm1\]: FAILED! => .*%s.*nothing was loaded" % re.escape(loader_msg), out), out
     assert rows["vm1"]["status"] == "failed" and loader_msg in rows["vm1"]["msg"], rows["vm1"]
     assert rows["vm2"]["status"] == "stopped", rows["vm2"]
