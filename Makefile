@@ -38,11 +38,11 @@ collection-link:
 	@[ -L $(COLL_LINK) ] || ln -sfn $(CURDIR) $(COLL_LINK)
 
 unit: deps venv collection-link
-	$(VPY) -m pytest tests/unit -q -n 2 -p no:cacheprovider; rc=$$?; \
+	$(VPY) -m pytest tests/unit -q -n 2 -p no:cacheprovider --junitxml=.build/junit-unit.xml; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "unit: no tests collected"; rc=0; fi; exit $$rc
 
 e2e: deps venv collection-link
-	$(VPY) -m pytest tests/e2e -q -n $(E2E_WORKERS) --dist loadfile -p no:cacheprovider -rA
+	$(VPY) -m pytest tests/e2e -q -n $(E2E_WORKERS) --dist loadfile -p no:cacheprovider -rA --junitxml=.build/junit-e2e.xml
 
 sanity: deps venv
 	@scripts/sanity.sh
@@ -59,6 +59,7 @@ purgatory: deps venv
 	$(VPY) purgatory/build.py
 
 test: deps venv collection-link
+	@rm -f .build/junit-*.xml
 	@# The lab image build starts first, in the background, while the unit tests run.
 	$(VPY) -m lab build > .build/lab-build.out 2>&1 & echo $$! > .build/lab-build.pid
 	$(MAKE) --no-print-directory unit
@@ -68,6 +69,8 @@ test: deps venv collection-link
 	  cat .build/lab-build.out
 	$(MAKE) --no-print-directory e2e
 	$(MAKE) --no-print-directory molecule
+	@# One closing line for CI: pytest's reports added up, the molecule scenario counted as one.
+	@$(VPY) scripts/test_summary.py '.build/junit-*.xml' 1
 
 demo: deps venv collection-link
 	$(VPY) -m lab.demo
