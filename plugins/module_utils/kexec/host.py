@@ -115,6 +115,10 @@ def _read_flag(sysroot, rel):
     return None if value is None else bool(value)
 
 
+class HiddenIomemError(HostError):
+    """/proc/iomem read as a non-root user: every address is zero."""
+
+
 def parse_iomem(text, where="/proc/iomem"):
     """Parse /proc/iomem into a list of top-level IomemNodes (ends made half-open).
 
@@ -158,7 +162,7 @@ def parse_iomem(text, where="/proc/iomem"):
         stack.append((depth, node))
         count += 1
     if count and not nonzero:
-        raise HostError("%s shows only zero addresses: the kernel hides them from non-root users; run as root (become: true)" % where)
+        raise HiddenIomemError("%s shows only zero addresses: the kernel hides them from non-root users; run as root (become: true)" % where)
     return roots
 
 
@@ -251,13 +255,15 @@ class Host:
     boot_params (bytes or None), acpi_rsdp, kexec_loaded, kexec_crash_loaded, kexec_crash_size,
     mem_total (bytes, MemTotal), syscalls (which kexec syscalls the kernel config offers, when
     known), sysroot (where it was read, so bootparams.EfiState.read can read the EFI runtime map
-    from the same tree).
+    from the same tree), iomem_hidden (True when /proc/iomem was read without root: iomem and the
+    crash region are then unknown, not absent).
     """
 
     FIELDS = (
         "arch", "release", "cmdline", "memory_map", "iomem", "crash_region", "crash_regions",
         "lockdown", "kexec_load_disabled", "efi", "secure_boot", "boot_params", "acpi_rsdp",
         "kexec_loaded", "kexec_crash_loaded", "kexec_crash_size", "mem_total", "syscalls", "sysroot",
+        "iomem_hidden",
     )
 
     def __init__(self, **fields):
@@ -279,8 +285,16 @@ class Host:
         cmdline = _read_text(sysroot, "proc/cmdline", required=True, hint="; is /proc mounted?")
 
         iomem_text = _read_text(sysroot, "proc/iomem")
-        iomem = parse_iomem(iomem_text, _path(sysroot, "proc/iomem")) if iomem_text is not None else None
         firmware = read_firmware_memmap(sysroot)
+        iomem_hidden = False
+        try:
+            iomem = parse_iomem(iomem_text, _path(sysroot, "proc/iomem")) if iomem_text is not None else None
+        except HiddenIomemError:
+            # Non-root: the firmware map (world-readable) is enough to plan a normal load; only
+            # the crash region lives in iomem alone, and crash loads say so (see loader).
+            if firmware is None:
+                raise
+            iomem, iomem_hidden = None, True
         if firmware is not None:
             memory_map = MemoryMap(firmware)
         elif iomem:
@@ -321,6 +335,7 @@ class Host:
             cmdline=cmdline.strip(),
             memory_map=memory_map,
             iomem=iomem,
+            iomem_hidden=iomem_hidden,
             crash_region=crash_region,
             crash_regions=crash_regions,
             lockdown=_lockdown(_read_text(sysroot, "sys/kernel/security/lockdown")),
@@ -350,6 +365,7 @@ class Host:
             "cmdline": self.cmdline,
             "memory_map": self.memory_map.to_list() if self.memory_map is not None else None,
             "iomem": [n.to_dict() for n in self.iomem] if self.iomem is not None else None,
+            "iomem_hidden": bool(self.iomem_hidden),
             "crash_region": self.crash_region.to_dict() if self.crash_region is not None else None,
             "crash_regions": [r.to_dict() for r in self.crash_regions],
             "lockdown": self.lockdown,

@@ -29,7 +29,7 @@ import stat
 import sys
 import traceback
 
-from .errors import ImageFormatError, KexecError, PlanError, SignatureError, SyscallError
+from .errors import HostError, ImageFormatError, KexecError, PlanError, SignatureError, SyscallError
 from . import syscalls as _sc
 from .image.initramfs import check_initramfs
 
@@ -421,6 +421,9 @@ def make_plan(request, host, stages=None, method=None, environ=None):
     prep = Prepared(request, chosen, methods, host)
     try:
         if request.kind == "crash":
+            if _get(host, "iomem_hidden"):
+                raise HostError("the crash region is only listed in /proc/iomem, which the kernel hides "
+                                "from non-root users; run as root (become: true)")
             region = _get(host, "crash_region")
             if region is None or getattr(region, "size", 1) == 0:
                 raise PlanError("a crash kernel needs reserved memory but this host has no crash region; "
