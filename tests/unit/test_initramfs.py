@@ -16,16 +16,17 @@ from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.image.initra
 CPIO_NEWC = b"070701" + b"0" * 104 + b"TRAILER!!!\0"
 
 
+# mtime=0 and explicit ids: pytest-xdist workers must collect identical test names.
 @pytest.mark.parametrize("data,fmt", [
     (CPIO_NEWC, "cpio"),
     (b"070702" + b"0" * 50, "cpio"),
     (b"\0" * 512 + CPIO_NEWC, "cpio"),                      # padding the kernel skips
-    (CPIO_NEWC + gzip.compress(b"x" * 1000), "cpio"),        # Debian: microcode cpio first
-    (gzip.compress(CPIO_NEWC), "gzip"),
+    (CPIO_NEWC + gzip.compress(b"x" * 1000, mtime=0), "cpio"),  # Debian: microcode cpio first
+    (gzip.compress(CPIO_NEWC, mtime=0), "gzip"),
     (lzma.compress(CPIO_NEWC, format=lzma.FORMAT_XZ), "xz"),
     (b"\x28\xb5\x2f\xfd" + b"\0" * 20, "zstd"),
     (b"\x02\x21\x4c\x18" + b"\0" * 20, "lz4"),
-])
+], ids=["newc", "crc", "padded", "microcode+gzip", "gzip", "xz", "zstd", "lz4"])
 def test_initramfs_shapes_are_recognised(data, fmt):
     assert initramfs_format(data) == fmt
     check_initramfs(data, "initrd.img")
@@ -36,7 +37,7 @@ def test_initramfs_shapes_are_recognised(data, fmt):
     (b"\0" * (2 << 20), ""),                                 # zeros only
     (b"\x7fELF" + b"\0" * 60, "kernel image"),
     (b"\0" * 0x202 + b"HdrS" + b"\0" * 100, "kernel image"),  # a bzImage
-])
+], ids=["text", "zeros", "elf", "bzimage"])
 def test_other_files_are_refused_with_advice(data, hint):
     assert initramfs_format(data) is None
     with pytest.raises(ImageFormatError, match="initrd /x is not an initramfs") as err:
