@@ -61,6 +61,10 @@ REQUIRED_SYMBOLS = {
     "fleetboot_boot_params": 8,
     # struct region { u64 start; u64 len; u8 sha256[32]; } x 16, one digest per segment.
     "fleetboot_sha256_regions": 16 * 48,
+    # Crash loads: the low-memory backup copy (all zero: nothing to copy).
+    "fleetboot_backup_src": 8,
+    "fleetboot_backup_dst": 8,
+    "fleetboot_backup_len": 8,
 }
 
 # Symbols an older loader wrote that must be gone: a loader built for one layout must never

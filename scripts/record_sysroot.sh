@@ -69,6 +69,18 @@ if [ -d /sys/firmware/efi ]; then
         done
     fi
 fi
+# Crash-kernel facts (root only): per-CPU crash note addresses, the vmcoreinfo note and the
+# ELF header of /proc/kcore (its first pages: the kernel text mapping under KASLR).
+for f in /sys/kernel/vmcoreinfo /sys/devices/system/cpu/possible /sys/devices/system/cpu/present; do
+    copy "$f"
+done
+for d in /sys/devices/system/cpu/cpu[0-9]*; do
+    for f in crash_notes crash_notes_size; do copy "$d/$f"; done
+done
+if [ -r /proc/kcore ]; then
+    mkdir -p "$T/proc"
+    head -c 16384 /proc/kcore > "$T/proc/kcore" 2>/dev/null || rm -f "$T/proc/kcore"
+fi
 uname -m > "$T/machine"
 tar -C "$T" -cf - .
 '

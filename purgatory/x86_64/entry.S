@@ -39,7 +39,7 @@ purgatory_start:
 	lretq
 reloaded_cs:
 	/* Returns only if every region matched; on a mismatch it halts forever. */
-	call	purgatory_verify
+	call	purgatory_main
 
 	movq	fleetboot_boot_params(%rip), %rsi
 	movq	fleetboot_kernel_entry(%rip), %rax

@@ -34,6 +34,16 @@ LOADER_SETS struct region fleetboot_sha256_regions[MAX_REGIONS];
 LOADER_SETS u64 fleetboot_kernel_entry;
 LOADER_SETS u64 fleetboot_boot_params;
 
+/*
+ * Filled by the loader for crash loads only (len 0 otherwise): the low RAM below 640 KiB that
+ * the capture kernel will boot over is copied to a segment inside the crash region, where the
+ * ELF core header the loader built points for that range.  Copied at crash time, here, because
+ * only then does the memory hold what the crashed kernel left.
+ */
+LOADER_SETS u64 fleetboot_backup_src;
+LOADER_SETS u64 fleetboot_backup_dst;
+LOADER_SETS u64 fleetboot_backup_len;
+
 /* The console reads "...: sha256 mismatch in segment N, refusing to boot". */
 static const char mismatch_prefix[] = "\r\nfleetboot purgatory: sha256 mismatch in segment ";
 static const char mismatch_suffix[] = ", refusing to boot\r\n";
@@ -128,7 +138,7 @@ static __attribute__((noreturn)) void refuse_to_boot(u32 segment)
  * Called from entry.S on our own stack.  Returns only when every region hashes to its own
  * digest; the first region that does not ends the boot here.
  */
-void purgatory_verify(void)
+static void purgatory_verify(void)
 {
 	struct sha256_state state;
 	u8 digest[SHA256_DIGEST_SIZE];
@@ -145,4 +155,26 @@ void purgatory_verify(void)
 		if (!digests_equal(digest, r->sha256))
 			refuse_to_boot(i);
 	}
+}
+
+/* Byte copy: 640 KiB once per crash; no libc, and no memcpy for gcc to call (see build.py). */
+static void copy_backup_region(void)
+{
+	volatile const u8 *src = (volatile const u8 *)fleetboot_backup_src;
+	u8 *dst = (u8 *)fleetboot_backup_dst;
+	u64 i;
+
+	for (i = 0; i < fleetboot_backup_len; i++)
+		dst[i] = src[i];
+}
+
+/*
+ * Called from entry.S on our own stack: verify every segment, then (crash loads) save the
+ * backup region.  Returns only when the new kernel may be entered.
+ */
+void purgatory_main(void)
+{
+	purgatory_verify();
+	if (fleetboot_backup_len)
+		copy_backup_region();
 }

@@ -430,7 +430,7 @@ def test_default_object_is_the_shipped_one():
 # mode the port I/O and cli fault; the harness's fault handler plays COM1 (it records what is
 # written to the transmit register) and treats cli/hlt as the halt: it prints the console and
 # exits HALTED, so the process can never reach the "verified" that a return from
-# purgatory_verify() would print.
+# purgatory_main() would print.
 
 HALTED = 99
 
@@ -447,7 +447,8 @@ HARNESS = r"""
 struct region { u64 start; u64 len; u8 sha256[32]; };
 _Static_assert(sizeof(struct region) == 48, "layout");
 extern struct region fleetboot_sha256_regions[16];
-void purgatory_verify(void);
+void purgatory_main(void);
+extern u64 fleetboot_backup_src, fleetboot_backup_dst, fleetboot_backup_len;
 
 static char console[4096];
 static unsigned int console_len;
@@ -513,6 +514,18 @@ int main(void)
         write(1, out, 32);
         return 0;
     }
+    if (mode == 2) {
+        /* "backup": len(u64) data; empty table; prints "verified" then the copied bytes. */
+        u8 *src, *dst;
+        if (read_all(&a, 8)) return 2;
+        src = malloc(a + 1); dst = calloc(a + 1, 1);
+        if (a && read_all(src, a)) return 2;
+        fleetboot_backup_src = (u64)src; fleetboot_backup_dst = (u64)dst; fleetboot_backup_len = a;
+        purgatory_main();
+        write(1, "verified", 8);
+        write(1, dst, a);
+        return 0;
+    }
     if (read_all(fleetboot_sha256_regions, sizeof(struct region) * 16)) return 2;
     for (int i = 0; i < 16; i++) {
         struct region *r = &fleetboot_sha256_regions[i];
@@ -524,7 +537,7 @@ int main(void)
         if (read_all(p, r->len)) return 2;
         r->start = (u64)p;
     }
-    purgatory_verify();
+    purgatory_main();  /* backup len is 0: verification only */
     write(1, "verified", 8);
     return 0;
 }
@@ -564,7 +577,7 @@ def test_c_sha256_matches_hashlib(harness):
 
 
 def _verify_with_c(harness, datas, digests=None, shipped=None):
-    """Run purgatory_verify() over regions holding *datas*, with the table packed by the loader's
+    """Run purgatory_main() over regions holding *datas*, with the table packed by the loader's
     own pack_regions(); *digests* default to each region's sha256, *shipped* (what lands in
     memory) to *datas*."""
     if digests is None:
@@ -579,6 +592,14 @@ def _assert_halted_naming(res, index):
     assert b"verified" not in res.stdout
     assert res.returncode == HALTED, (res.returncode, res.stdout, res.stderr)
     assert res.stdout.decode() == MISMATCH % index
+
+
+def test_c_backup_copy_copies_low_memory_after_verifying(harness):
+    data = bytes((i * 7 + 3) & 0xFF for i in range(0x9FC00))
+    res = subprocess.run([harness], input=struct.pack("<QQ", 2, len(data)) + data,
+                         capture_output=True, check=False, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout[:8] == b"verified" and res.stdout[8:] == data
 
 
 def test_c_verify_returns_on_match(harness):

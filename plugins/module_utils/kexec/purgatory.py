@@ -55,6 +55,9 @@ ENTRY_SYMBOL = "purgatory_start"
 KERNEL_ENTRY_SYMBOL = "fleetboot_kernel_entry"
 BOOT_PARAMS_SYMBOL = "fleetboot_boot_params"
 REGIONS_SYMBOL = "fleetboot_sha256_regions"
+#: Crash loads: low memory the purgatory copies into the crash region before entering the
+#: capture kernel (src, dst, len; len 0 means no copy).
+BACKUP_SYMBOLS = ("fleetboot_backup_src", "fleetboot_backup_dst", "fleetboot_backup_len")
 MAX_REGIONS = 16
 #: struct region { u64 start; u64 len; u8 sha256[32]; }: 48 bytes, no padding (purgatory.c asserts it).
 REGION_FORMAT = "<QQ32s"
@@ -335,11 +338,12 @@ def pack_regions(regions):
 class LinkedPurgatory:
     """What ``link_purgatory`` did: the segment, the entry address, the verified regions."""
 
-    def __init__(self, segment, entry, regions, obj):
+    def __init__(self, segment, entry, regions, obj, backup=None):
         self.segment = segment
         self.entry = entry
         self.regions = regions
         self.object = obj
+        self.backup = backup
 
     def symbol_address(self, name):
         """Physical address of purgatory symbol *name* in the linked segment."""
@@ -353,16 +357,38 @@ class LinkedPurgatory:
             "entry": self.entry,
             "regions": [{"start": start, "len": length, "sha256": sha.hex()}
                         for start, length, sha in self.regions],
+            "backup": (None if not self.backup else
+                       {"src": self.backup[0], "dst": self.backup[1], "len": self.backup[2]}),
         }
 
 
-def link_purgatory(plan, entry, boot_params, obj=None):
+def _check_backup(plan, backup):
+    """Validate a crash load's (src, dst, len) backup copy against the plan: the destination
+    must be a reserved segment of the plan big enough for ``len`` bytes, and never overlap the
+    source (the copy runs forwards, byte by byte)."""
+    if not backup or not backup[2]:
+        return (0, 0, 0)
+    src, dst, length = backup
+    for name, value in (("source", src), ("destination", dst), ("length", length)):
+        if not isinstance(value, int) or not 0 <= value <= _U64:
+            raise PurgatoryError("the backup region %s %r is not a 64-bit value" % (name, value))
+    if not any(seg.mem <= dst and dst + length <= seg.mem + seg.memsz for seg in plan.segments):
+        raise PurgatoryError("the backup copy %#x+%#x lies in no segment of the plan; reserve it first"
+                             % (dst, length))
+    if src < dst + length and dst < src + length:
+        raise PurgatoryError("the backup copy %#x+%#x overlaps its source %#x+%#x" % (dst, length, src, length))
+    return (src, dst, length)
+
+
+def link_purgatory(plan, entry, boot_params, obj=None, backup=None):
     """Reserve, link and fill the purgatory segment; set ``plan.entry`` to the purgatory.
 
     Call it last: the digests cover every segment already in *plan*, so any segment added or
     patched afterwards would make the purgatory refuse to boot.  *entry* is the new kernel's
     64-bit entry (physical), *boot_params* the physical address of its struct boot_params.
-    *obj* (a PurgatoryObject) defaults to the shipped one.  Returns a LinkedPurgatory.
+    *obj* (a PurgatoryObject) defaults to the shipped one.  *backup* (crash loads) is
+    ``(src, dst, len)``: after verifying, the purgatory copies ``len`` bytes of low memory from
+    ``src`` to ``dst``, a segment of the plan.  Returns a LinkedPurgatory.
     """
     if obj is None:
         obj = load_object()
@@ -371,6 +397,7 @@ def link_purgatory(plan, entry, boot_params, obj=None):
             raise PurgatoryError("the %s %r is not a 64-bit physical address" % (name, value))
     if plan.segment("purgatory") is not None:
         raise PurgatoryError("the plan already has a purgatory segment; link it only once")
+    backup = _check_backup(plan, backup)
     # Hash before reserving, so the reservation itself is not part of the table.
     others = list(plan.segments)
     regions = region_table(others)
@@ -386,6 +413,8 @@ def link_purgatory(plan, entry, boot_params, obj=None):
         BOOT_PARAMS_SYMBOL: struct.pack("<Q", boot_params),
         REGIONS_SYMBOL: pack_regions(regions),
     }
+    for name, value in zip(BACKUP_SYMBOLS, backup):
+        values[name] = struct.pack("<Q", value)
     try:
         image = obj.link(seg.mem, values)
     except PurgatoryError:
@@ -393,4 +422,4 @@ def link_purgatory(plan, entry, boot_params, obj=None):
         raise
     seg.set_buffer(bytes(image))
     plan.entry = seg.mem + obj.symbol_offset(ENTRY_SYMBOL)
-    return LinkedPurgatory(seg, plan.entry, regions, obj)
+    return LinkedPurgatory(seg, plan.entry, regions, obj, backup if backup[2] else None)
