@@ -87,6 +87,16 @@ options:
     type: str
     choices: [normal, crash]
     default: normal
+  capture_options:
+    description:
+      - Options added to a crash kernel's command line (O(type=crash) only), unless the command line
+        already has an option of that name. The defaults make the capture kernel run on one CPU,
+        reset devices the crashed kernel left running and poll interrupts it cannot trust.
+      - With O(method=classic) the module also adds C(elfcorehdr=), the address of the ELF core
+        header it builds (with O(method=file) the kernel builds and adds it).
+      - Set to an empty string for none.
+    type: str
+    default: irqpoll nr_cpus=1 reset_devices
   method:
     description:
       - V(classic) uses the C(kexec_load) syscall (the module places the segments and links its own
@@ -279,6 +289,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import loader
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import syscalls as kexec_syscalls
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.crash import DEFAULT_CAPTURE_OPTIONS, add_capture_options
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors import KexecError
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host
 
@@ -294,6 +305,7 @@ ARGUMENT_SPEC = dict(
     append=dict(type="list", elements="str", default=[]),
     remove=dict(type="list", elements="str", default=[]),
     type=dict(type="str", choices=["normal", "crash"], default="normal"),
+    capture_options=dict(type="str", default=DEFAULT_CAPTURE_OPTIONS),
     method=dict(type="str", choices=["auto", "classic", "file"], default="auto"),
     state=dict(type="str", choices=["loaded", "unloaded"], default="loaded"),
     kernel_checksum=dict(type="str"),
@@ -422,6 +434,8 @@ def ensure_loaded(module, host, syscalls):
     p = module.params
     sysroot, kind = p["sysroot"], p["type"]
     cmdline = compose_cmdline(host, kind, p["cmdline"], p["reuse_cmdline"], p["remove"], p["append"])
+    if kind == "crash":
+        cmdline = add_capture_options(cmdline, p["capture_options"])
     request = loader.Request(p["kernel"], initrd=p["initrd"], cmdline=cmdline, kind=kind, method=p["method"])
 
     kernel_sha256 = file_digest(request.kernel, "kernel")

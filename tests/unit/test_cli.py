@@ -61,7 +61,16 @@ def test_plan_text_and_reuse_cmdline(files, sysroot):
     rc, out, err = run(["plan", "--kernel", k, "--reuse-cmdline", "--crash", "--sysroot", sysroot, "--json"],
                        stages=StubStages())
     assert rc == 0, err
-    assert json.loads(out)["cmdline"] == "root=/dev/vda1 ro console=ttyS0,115200n8"
+    plan = json.loads(out)
+    hdr = [s for s in plan["segments"] if s["what"] == "elfcorehdr"][0]
+    assert plan["cmdline"] == ("root=/dev/vda1 ro console=ttyS0,115200n8 irqpoll nr_cpus=1 reset_devices "
+                               "elfcorehdr=%#x" % hdr["mem"])
+    rc, out, err = run(["plan", "--kernel", k, "--reuse-cmdline", "--crash", "--capture-options", "nr_cpus=2 quiet",
+                        "--append", "nr_cpus=4", "--sysroot", sysroot, "--json"], stages=StubStages())
+    assert rc == 0, err
+    assert json.loads(out)["cmdline"].split()[-3:-1] == ["nr_cpus=4", "quiet"]
+    rc, out, err = run(["plan", "--kernel", k, "--capture-options", "irqpoll", "--sysroot", sysroot], stages=StubStages())
+    assert rc == 1 and "--capture-options applies to crash kernels only" in err
 
 
 def test_plan_method_file_reports_unplaced_segments(files, sysroot):

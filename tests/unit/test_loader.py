@@ -12,6 +12,7 @@ from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import loade
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import syscalls as sc
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors import (
     ImageFormatError, KexecError, PlanError, PurgatoryError, SignatureError, SyscallError)
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.crash import CrashFacts
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.memmap import MemoryMap, Range
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.plan import Plan
@@ -28,7 +29,8 @@ def make_host(**over):
     fields = dict(arch="x86_64", release="6.1.0-56-amd64", cmdline="BOOT_IMAGE=/vmlinuz root=/dev/vda ro",
                   memory_map=MemoryMap(RAM), crash_region=CRASH, lockdown="none", kexec_load_disabled=False,
                   efi=False, secure_boot=False, kexec_loaded=False, kexec_crash_loaded=False,
-                  mem_total=0x80000000, syscalls=None)
+                  mem_total=0x80000000, syscalls=None,
+                  crash_facts=CrashFacts([(0, 0x7E03A400, 368)], (0x1202000, 0x1024), ram=RAM))
     fields.update(over)
     return Host(**fields)
 
@@ -49,7 +51,7 @@ class StubStages(loader.Stages):
     def __init__(self, fail_at=None):
         self.fail_at = fail_at
 
-    def load_image(self, buf, initrd, cmdline, host, plan):
+    def load_image(self, buf, initrd, cmdline, host, plan, memory_map=None):
         if self.fail_at == "image":
             raise ImageFormatError("stub: not a kernel")
         img = StubImage()
@@ -67,10 +69,10 @@ class StubStages(loader.Stages):
         img.boot_params_addr = bp.mem
         return img
 
-    def link_purgatory(self, plan, image):
+    def link_purgatory(self, plan, image, backup=None):
         if self.fail_at == "purgatory":
             raise PurgatoryError("stub: cannot link")
-        return super(StubStages, self).link_purgatory(plan, image)
+        return super(StubStages, self).link_purgatory(plan, image, backup=backup)
 
 
 def sha(path):

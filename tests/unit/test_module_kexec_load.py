@@ -240,7 +240,10 @@ def test_crash_kernel_goes_into_its_own_record(capsys, fake, sysroot, vmlinuz, i
                append=["irqpoll nr_cpus=1"])
     assert res["changed"] is True and res["type"] == "crash", res
     # crashkernel= describes the running kernel's reservation: a crash kernel must not get it.
-    assert res["cmdline"].split() == ["console=ttyS0", "root=/dev/vda", "rw", "irqpoll", "nr_cpus=1"]
+    hdr = [s for s in res["segments"] if s["what"] == "elfcorehdr"][0]
+    # The user's options first, the default capture options not already there, then the header.
+    assert res["cmdline"].split() == ["console=ttyS0", "root=/dev/vda", "rw", "irqpoll", "nr_cpus=1",
+                                      "reset_devices", "elfcorehdr=%#x" % hdr["mem"]]
     assert fake.calls[0]["flags"] & 1  # KEXEC_ON_CRASH
     region = Host.read(sysroot).crash_region
     assert all(region.start <= s["mem"] < region.end for s in res["segments"])

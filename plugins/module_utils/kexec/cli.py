@@ -19,6 +19,7 @@ import sys
 import traceback
 
 from .errors import KexecError
+from . import crash as _crash
 from . import loader as _loader
 from . import syscalls as _sc
 
@@ -49,12 +50,17 @@ def _parser():
     kind = argparse.ArgumentParser(add_help=False)
     kind.add_argument("--crash", action="store_true", help="the crash (kdump) kernel, not the normal one")
 
+    capture = argparse.ArgumentParser(add_help=False)
+    capture.add_argument("--capture-options", metavar="OPTIONS", default=None,
+                         help="added to a crash kernel's command line unless already there (default "
+                              "%r; '' for none)" % _crash.DEFAULT_CAPTURE_OPTIONS)
+
     ap = argparse.ArgumentParser(prog=PROG, description="Userspace kexec loader of fleetboot.kexec.")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    sub.add_parser("plan", parents=[common, image, kind],
+    sub.add_parser("plan", parents=[common, image, kind, capture],
                    help="print the load plan (no root needed, nothing is loaded)")
-    p = sub.add_parser("load", parents=[common, image, kind], help="load a kernel to exec later")
+    p = sub.add_parser("load", parents=[common, image, kind, capture], help="load a kernel to exec later")
     p.add_argument("--dry-run", action="store_true",
                    help="every step (planning, purgatory, hashing) except the syscall")
     p = sub.add_parser("unload", parents=[common, kind], help="unload the loaded kernel")
@@ -72,6 +78,11 @@ def request_from_args(args, host):
         if current is None:
             raise KexecError("--reuse-cmdline: cannot read proc/cmdline under %s" % args.sysroot)
         cmdline = _loader.join_cmdline(_loader.reuse_cmdline(current, kind), args.append)
+    if kind == "crash":
+        options = args.capture_options
+        cmdline = _crash.add_capture_options(cmdline, _crash.DEFAULT_CAPTURE_OPTIONS if options is None else options)
+    elif args.capture_options is not None:
+        raise KexecError("--capture-options applies to crash kernels only; add --crash")
     return _loader.Request(args.kernel, initrd=args.initrd, cmdline=cmdline, kind=kind,
                            method=args.method)
 

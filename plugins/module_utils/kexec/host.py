@@ -256,14 +256,15 @@ class Host:
     mem_total (bytes, MemTotal), syscalls (which kexec syscalls the kernel config offers, when
     known), sysroot (where it was read, so bootparams.EfiState.read can read the EFI runtime map
     from the same tree), iomem_hidden (True when /proc/iomem was read without root: iomem and the
-    crash region are then unknown, not absent).
+    crash region are then unknown, not absent), crash_facts (crash.CrashFacts: not read here but
+    by crash loads, which alone need them; tests set it).
     """
 
     FIELDS = (
         "arch", "release", "cmdline", "memory_map", "iomem", "crash_region", "crash_regions",
         "lockdown", "kexec_load_disabled", "efi", "secure_boot", "boot_params", "acpi_rsdp",
         "kexec_loaded", "kexec_crash_loaded", "kexec_crash_size", "mem_total", "syscalls", "sysroot",
-        "iomem_hidden",
+        "iomem_hidden", "crash_facts",
     )
 
     def __init__(self, **fields):

@@ -202,28 +202,33 @@ class Stages:
         from .image import probe_image
         return probe_image(buf, arch=arch)
 
-    def load_image(self, buf, initrd, cmdline, host, plan):
+    def load_image(self, buf, initrd, cmdline, host, plan, memory_map=None):
+        """Place the image's segments; ``memory_map`` (crash loads) is what its e820 shows."""
         arch = _sc.normalize_arch(_get(host, "arch") or "x86_64")
-        return self.image_format(buf, arch).load(buf, initrd, cmdline, host, plan)
+        return self.image_format(buf, arch).load(buf, initrd, cmdline, host, plan, memory_map=memory_map)
 
-    def crash_cmdline(self, cmdline, host, plan):
-        """Extra options a crash kernel needs (elfcorehdr= ...); none until crash.py provides them."""
+    def kernel_need(self, buf, arch="x86_64"):
+        """Bytes the kernel occupies once loaded: a bzImage's init_size (it decompresses in
+        place), else the file's size."""
         try:
-            from . import crash as _crash
-        except ImportError:
-            return cmdline
-        prepare = getattr(_crash, "prepare_crash_kernel", None)
-        if prepare is None:
-            return cmdline
-        return prepare(cmdline, host, plan)
+            image = self.image_format(buf, arch).parse(buf)
+        except (KexecError, AttributeError):
+            return len(buf)
+        header = getattr(image, "header", None)
+        return max(getattr(header, "init_size", 0) or 0, len(buf))
 
-    def link_purgatory(self, plan, image):
+    def crash_setup(self, plan, host, cmdline):
+        """Core header, backup copy and capture memory map for a classic crash load (crash.py)."""
+        from . import crash as _crash
+        return _crash.prepare(plan, host, cmdline)
+
+    def link_purgatory(self, plan, image, backup=None):
         """Link purgatory over every segment already in ``plan``; sets plan.entry."""
         from .purgatory import link_purgatory
         entry = getattr(image, "entry64", None)
         if entry is None:
             entry = getattr(image, "entry", None)
-        return link_purgatory(plan, entry, getattr(image, "boot_params_addr", None))
+        return link_purgatory(plan, entry, getattr(image, "boot_params_addr", None), backup=backup)
 
 
 DEFAULT_STAGES = Stages()
@@ -330,6 +335,7 @@ class Prepared:
         self.initrd = None
         self.warnings = []
         self.corrupted = None
+        self.crash = None
         self._digests = None
 
     def __enter__(self):
@@ -369,6 +375,8 @@ class Prepared:
             out["warnings"] = list(self.warnings)
         if self.corrupted:
             out["test_corrupted_segment"] = self.corrupted
+        if self.crash is not None:
+            out["crash"] = self.crash.to_dict()
         return out
 
 
@@ -433,6 +441,13 @@ def make_plan(request, host, stages=None, method=None, environ=None):
             prep.initrd = MappedFile(request.initrd, "initrd")
             # Both methods: the kernel would take any bytes and the next boot would panic.
             check_initramfs(prep.initrd.map, request.initrd)
+        if request.kind == "crash":
+            # Both methods, before any placement: a clear "needs X, holds Y" beats a segment
+            # that does not fit (and kexec_file_load's bare ENOMEM).
+            from .crash import check_fits
+            arch = _sc.normalize_arch(_get(host, "arch") or "x86_64")
+            check_fits(_get(host, "crash_region"), stages.kernel_need(prep.kernel.map, arch),
+                       prep.initrd.size if prep.initrd is not None else 0)
         if chosen == "file":
             _plan_file(prep)
         else:
@@ -464,14 +479,23 @@ def _plan_classic(prep, stages):
     host = prep.host
     plan = stages.new_plan(host, prep.kind, method="classic")
     cmdline = prep.cmdline
+    memory_map = backup = None
     if prep.kind == "crash":
-        cmdline = stages.crash_cmdline(cmdline, host, plan)
+        prep.crash = stages.crash_setup(plan, host, cmdline)
+        cmdline, memory_map, backup = prep.crash.cmdline, prep.crash.memory_map, prep.crash.backup
+        prep.warnings.extend(prep.crash.warnings)
     prep.cmdline = cmdline
     initrd = prep.initrd.map if prep.initrd is not None else None
-    image = stages.load_image(prep.kernel.map, initrd, cmdline, host, plan)
+    if memory_map is None:
+        image = stages.load_image(prep.kernel.map, initrd, cmdline, host, plan)
+    else:
+        image = stages.load_image(prep.kernel.map, initrd, cmdline, host, plan, memory_map=memory_map)
     prep.image = image
     prep.warnings.extend(getattr(image, "warnings", None) or [])
-    stages.link_purgatory(plan, image)
+    if backup:
+        stages.link_purgatory(plan, image, backup=backup)
+    else:
+        stages.link_purgatory(plan, image)
     plan.check()
     if plan.entry is None:
         raise PlanError("the plan has no entry point after linking purgatory: a loader bug, please report it")

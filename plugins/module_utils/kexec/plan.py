@@ -35,6 +35,9 @@ DESTINATION_LIMIT = {
 }
 
 KINDS = ("normal", "crash", "preserve_context")
+#: Crash loads leave the top of the crash region free: the kernel allocates its control page
+#: (the relocation code it jumps through) inside the region, wherever no segment lies.
+CRASH_CONTROL_HEADROOM = 0x10000
 
 _ULONG_MAX = (1 << 64) - 1
 
@@ -187,7 +190,7 @@ class Plan:
             max_addr = top
         if self.kind == "crash":
             min_addr = max(min_addr, self.crash_region.start)
-            max_addr = min(max_addr, self.crash_region.end - 1)
+            max_addr = min(max_addr, self.crash_region.end - CRASH_CONTROL_HEADROOM - 1)
         return min_addr, max_addr
 
     def _place(self, what, memsz, align, min_addr, max_addr, top_down):
@@ -281,6 +284,9 @@ class Plan:
                 cr = self.crash_region
                 if seg.mem < cr.start or mend > cr.end:
                     out.append("%s lies outside the crash region %#x-%#x; place it inside the reservation" % (name, cr.start, cr.end))
+                elif mend > cr.end - CRASH_CONTROL_HEADROOM:
+                    out.append("%s reaches into the top %#x bytes of the crash region, kept free for the kernel's "
+                               "control page; place it lower" % (name, CRASH_CONTROL_HEADROOM))
             elif not self.memory_map.contains_ram(seg.mem, mend):
                 out.append("%s is not entirely in System RAM; place it in a RAM hole" % name)
         # Overlaps: sort once and sweep, remembering the segment reaching furthest so far.
