@@ -19,6 +19,7 @@ import sys
 import traceback
 
 from .errors import KexecError
+from . import capture as _capture
 from . import crash as _crash
 from . import loader as _loader
 from . import syscalls as _sc
@@ -67,6 +68,7 @@ def _parser():
     p.add_argument("--method", choices=_loader.METHODS, default="auto")
     sub.add_parser("exec", parents=[common], help="jump into the loaded kernel now (like kexec -e)")
     sub.add_parser("status", parents=[common], help="what is loaded, lockdown, crash region, method")
+    _capture.add_parsers(sub)  # save-vmcore, dmesg: run in the capture kernel
     return ap
 
 
@@ -123,6 +125,8 @@ def _emit(args, report, out):
 def run(args, syscalls=None, stages=None, environ=None, out=None):
     """Execute parsed ``args``; returns the report dict (also printed)."""
     out = out or sys.stdout
+    if args.command in _capture.COMMANDS:  # no host to read: the crashed kernel is in /proc/vmcore
+        return _capture.run_command(args, out)
     stages = stages or _loader.DEFAULT_STAGES
     host = stages.read_host(args.sysroot)
     arch = getattr(host, "arch", None)
