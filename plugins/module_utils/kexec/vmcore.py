@@ -354,9 +354,11 @@ def _block_text(data, size_bits, begin, nxt, text_len, desc_id):
 
     # A block lies in one wrap of the ring, or, when it did not fit before the end, starts the
     # next wrap at index 0.  Newer kernels let a block end exactly at the ring's end (next is
-    # then the next wrap's start), hence the ``nxt - 1``.
-    if begin < nxt and wraps(begin) == wraps(nxt - 1):
-        start, size = begin & (ring - 1), nxt - begin
+    # then the next wrap's start), hence the ``nxt - 1``.  Positions are unsigned longs that
+    # start just below 2**64, so all arithmetic is modulo 2**64.
+    length = (nxt - begin) & _M64
+    if 0 < length <= ring and wraps(begin) == wraps(nxt - 1):
+        start, size = begin & (ring - 1), length
     elif wraps(begin + ring) == wraps(nxt):
         start, size = 0, nxt & (ring - 1)
     else:
