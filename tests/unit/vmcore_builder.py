@@ -236,7 +236,7 @@ class Ringbuffer:
                 kernel.pt.map(base_v, base_p, 2 << 20, 2 << 20)
             elif where == "vmalloc":
                 # Scatter the pages in reverse so a reader assuming contiguity fails.
-                pages = [kernel.alloc.pages() for _ in range(npages)][::-1]
+                pages = [kernel.alloc.pages() for dummy in range(npages)][::-1]
                 base_v = 0xffffc90000010000
                 for k, page in enumerate(pages):
                     kernel.pt.map_page(base_v + k * 4096, page)
@@ -313,8 +313,11 @@ def _vtop(kernel, vaddr):
 def note(name, ntype, desc):
     """One ELF note, 4-byte padded."""
     name_b = name.encode() + b"\0"
-    pad = lambda b: b + bytes(-len(b) % 4)  # noqa: E731
-    return struct.pack("<III", len(name_b), len(desc), ntype) + pad(name_b) + pad(desc)
+    return struct.pack("<III", len(name_b), len(desc), ntype) + _pad4(name_b) + _pad4(desc)
+
+
+def _pad4(blob):
+    return blob + bytes(-len(blob) % 4)
 
 
 def core_bytes(segments, notes=b"", machine=62, elfclass=2, data=1, e_type=4, extra_memsz=0):
