@@ -290,7 +290,7 @@ def capture_memory_map(memory_map, crash_regions, backup_src=None, reserved=()):
         ram.extend(Range(r.start, min(r.end, backup_src[1]), RAM) for r in memory_map.ram()
                    if r.start < backup_src[1])
     ram.extend(Range(r.start, r.end, RAM) for r in crash_regions)
-    holes = [(s, e) for s, e in reserved]
+    holes = list(reserved)
     out.extend(subtract(ram, holes))
     out.extend(Range(s, e, "Reserved") for s, e in holes)
     return sorted(out)
