@@ -1,10 +1,12 @@
 """Host-side command line for the loader (stdlib only, Python 3.8+).
 
-    python3 -m <package>.cli plan|load|unload|exec|status [options]
+    python3 -m <package>.cli plan|load|unload|exec|status|save-vmcore|dmesg [options]
 
 ``plan`` needs no root: it prints where every segment would go.  ``load --dry-run`` does every
 step, hashing included, except the syscall.  ``exec`` jumps into the loaded kernel at once, like
 ``kexec -e`` (file systems are synced, services are *not* stopped: prefer ``systemctl kexec``).
+``load --crash`` loads the capture kernel (see crash.py); ``save-vmcore`` and ``dmesg`` run in that
+capture kernel after a panic (see capture.py and vmcore.py).
 Errors a user can cause print one message on stderr and exit 1; usage errors exit 2.
 """
 
