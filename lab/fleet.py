@@ -178,6 +178,10 @@ class Fleet:
         """Names of VMs whose QEMU process ended: with -no-reboot that is a reset or a crash."""
         return [vm.name for vm in self.vms if vm.no_reboot and not vm.running()]
 
+    def firmware_reset_count(self, name):
+        """How many times VM `name` rebooted through the firmware (counted on its serial log)."""
+        return self.vm(name).firmware_reset_count()
+
     def down(self, out=sys.stderr):
         """Stop every VM, drop the overlays and inventory; the logs stay for a post-mortem."""
         if not self.vms and self.exists():

@@ -22,7 +22,7 @@ MIRROR = os.environ.get("FLEETBOOT_LAB_MIRROR", "http://deb.debian.org/debian")
 SECURITY_MIRROR = os.environ.get("FLEETBOOT_LAB_SECURITY_MIRROR", "http://deb.debian.org/debian-security")
 DISK_SIZE = "3G"
 # Bump when build() changes what ends up in the image: it is part of the cache key.
-BUILD_STEPS_VERSION = 1
+BUILD_STEPS_VERSION = 2
 # The VMs boot the older kernel; tests kexec into the newer one.
 BOOT_KERNEL = "6.1.0-54-amd64"
 KERNELS = ("6.1.0-54-amd64", "6.1.0-56-amd64")
@@ -131,6 +131,9 @@ def _configure_tree(tree, pubkey):
     os.makedirs(ssh_dir, exist_ok=True)
     os.chmod(ssh_dir, 0o700)
     _write(os.path.join(ssh_dir, "authorized_keys"), pubkey, 0o600)
+    # update-grub (grub2-common) writes /boot/grub/grub.cfg; the VMs boot by QEMU -kernel, without
+    # grub installed, so nothing else creates the directory.
+    os.makedirs(os.path.join(tree, "boot/grub"), exist_ok=True)
     # Each VM's systemd makes its own machine-id on first boot (on its own overlay).
     _write(os.path.join(tree, "etc/machine-id"), "")
     # The lab VMs' console is the serial port; a root shell there helps debugging.

@@ -21,6 +21,9 @@ OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 BASE_APPEND = "console=ttyS0 root=/dev/vda rw"
 PR_SET_PDEATHSIG = 1
+# What the kernel prints on the console just before it resets the machine through the firmware
+# (a kexec prints "kexec_core: Starting new kernel" instead).
+FIRMWARE_RESET_MARK = b"reboot: Restarting system"
 
 
 def free_port():
@@ -81,6 +84,28 @@ def exit_reason(serial_log, qemu_log=None):
         return best
     last = qemu.strip().splitlines()[-1:] or ["no message"]
     return "exited without a known last word (QEMU said: %s)" % last[0]
+
+
+def firmware_reset_count(serial_log):
+    """How many times the guest reset the machine through the firmware, from its serial log.
+
+    With -no-reboot the first reset ends QEMU; without it (allow_reboot) QEMU boots again into
+    the same log, so the count tells a kexec (no new line) from a firmware reboot (one per reset).
+    """
+    count, carry = 0, b""
+    try:
+        with open(serial_log, "rb") as f:
+            while True:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    break
+                data = carry + chunk
+                count += data.count(FIRMWARE_RESET_MARK)
+                # Keep a tail shorter than the mark, so a mark split across chunks counts once.
+                carry = data[-(len(FIRMWARE_RESET_MARK) - 1):]
+    except OSError:
+        return 0
+    return count
 
 
 class VM:
@@ -217,6 +242,10 @@ class VM:
 
     def exit_reason(self):
         return exit_reason(self.serial_log, self.qemu_log)
+
+    def firmware_reset_count(self):
+        """Firmware resets since the VM started (see firmware_reset_count())."""
+        return firmware_reset_count(self.serial_log)
 
     def stop(self, timeout=10):
         """End the VM's QEMU process group; safe to call when it is already gone."""
