@@ -1,0 +1,80 @@
+"""The kdump role's files agree with each other, and the lab can count firmware resets."""
+
+import glob
+import os
+import re
+import sys
+
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROLE = os.path.join(REPO, "roles", "kdump")
+sys.path.insert(0, REPO)
+
+from lab.vm import FIRMWARE_RESET_MARK, VM, firmware_reset_count  # noqa: E402
+
+
+def _yaml(*parts):
+    with open(os.path.join(ROLE, *parts)) as f:
+        return yaml.safe_load(f)
+
+
+def _role_text():
+    text = []
+    for path in glob.glob(os.path.join(ROLE, "tasks", "*.yml")) + glob.glob(os.path.join(ROLE, "templates", "*")):
+        with open(path) as f:
+            text.append(f.read())
+    return "\n".join(text)
+
+
+def test_every_variable_is_documented_with_its_default():
+    defaults = _yaml("defaults", "main.yml")
+    options = _yaml("meta", "argument_specs.yml")["argument_specs"]["main"]["options"]
+    assert sorted(defaults) == sorted(options)
+    for name, spec in options.items():
+        assert spec.get("description"), name
+        assert spec.get("default") == defaults[name], name
+
+
+def test_every_variable_the_role_reads_is_a_default():
+    used = set(re.findall(r"(?<![.\w])kdump_[a-z_]+\b", _role_text()))
+    used -= {"kdump_test_result"}  # the fact the role sets
+    assert used <= set(_yaml("defaults", "main.yml")), sorted(used - set(_yaml("defaults", "main.yml")))
+
+
+def test_crashkernel_table_is_sorted_and_starts_at_one_gib():
+    table = _yaml("defaults", "main.yml")["kdump_crashkernel_table"]
+    assert [row["min_ram_mb"] for row in table] == sorted(row["min_ram_mb"] for row in table)
+    assert table[0] == {"min_ram_mb": 1024, "crashkernel": "256M"}
+
+
+def test_units_run_where_they_belong():
+    with open(os.path.join(ROLE, "templates", "fleetboot-kdump-load.service.j2")) as f:
+        load = f.read()
+    with open(os.path.join(ROLE, "templates", "fleetboot-kdump-capture.service.j2")) as f:
+        capture = f.read()
+    assert "ConditionPathExists=!/proc/vmcore" in load and "RemainAfterExit=yes" in load
+    assert "--crash" in load and "/boot/vmlinuz-%v" not in load  # the kernel comes from kdump_kernel
+    assert "ExecStop=" in load and "unload --crash" in load
+    assert "ConditionPathExists=/proc/vmcore" in capture
+    assert "SuccessAction=reboot" in capture and "FailureAction=reboot" in capture
+    assert "save-vmcore" in capture and "TimeoutStartSec=" in capture
+
+
+def test_firmware_resets_are_counted_on_the_serial_log(tmp_path):
+    log = tmp_path / "serial.log"
+    assert firmware_reset_count(str(log)) == 0  # no log yet
+    log.write_bytes(b"kexec_core: Starting new kernel\n[ 1.0] Linux version 6.1\n")
+    assert firmware_reset_count(str(log)) == 0
+    log.write_bytes(b"Kernel panic - not syncing: sysrq triggered crash\n...capture kernel...\n"
+                    b"[ 80.1] reboot: Restarting system\n[ 0.0] Linux version\n")
+    assert firmware_reset_count(str(log)) == 1
+    vm = VM("vm1", str(tmp_path), image=None, kernel="6.1.0-54-amd64", no_reboot=False)
+    assert vm.firmware_reset_count() == 1
+
+
+def test_firmware_reset_mark_split_across_reads_counts_once(tmp_path):
+    log = tmp_path / "serial.log"
+    head = b"x" * ((1 << 20) - 5)
+    log.write_bytes(head + FIRMWARE_RESET_MARK + b"\n" + FIRMWARE_RESET_MARK + b"\n")
+    assert firmware_reset_count(str(log)) == 2
