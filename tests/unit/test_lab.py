@@ -91,6 +91,7 @@ def test_inventory_is_yaml_with_lab_only_ssh_options():
                             "vm2": {"ansible_port": 40002, "kdump": True}}
     assert lab["vars"]["ansible_ssh_private_key_file"] == "/k/id"
     assert "StrictHostKeyChecking=no" in lab["vars"]["ansible_ssh_common_args"]
+    assert lab["vars"]["ansible_pipelining"] is True
     assert "vars" not in inv["all"]  # nothing global: other hosts keep host key checking
 
 
