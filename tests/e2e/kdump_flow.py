@@ -1,0 +1,186 @@
+"""The kdump story on one lab VM (2 GiB, QEMU allowed to reset), shared by the classic and file
+test modules so that each runs on its own xdist worker and VM.
+
+Order, to spend as few boots as possible (TCG: a boot ~25 s, a kexec ~35 s, a capture ~60 s):
+check mode (nothing changes) -> the role (memory reserved by a *kexec* reboot, crash kernel
+loaded by the unit) -> a second run (no change) -> a crash image too big for the region (refused
+with both sizes) -> optionally kdump_enabled: false (all removed, nothing loaded, twice for no
+change) -> a real sysrq crash through the role's kdump_test (which turns kdump on again, without a
+reboot: the memory is still reserved) -> the dump checked on the controller with readelf.
+
+The capture kernel reboots through the firmware, as kdump does; the lab then boots QEMU's own
+-kernel/-append again (no crashkernel=), which is why the crash comes last: on a real host the
+boot loader, whose grub.cfg the role updated, would reserve it again.
+"""
+
+import base64
+import json
+import os
+import re
+import subprocess
+
+from .conftest import BIN, REPO
+
+COLLECTIONS = os.path.join(REPO, ".build", "collections")
+PLAYBOOK = os.path.join(REPO, "kdump.yml")
+VM = "vm1"
+# What the x86 kernel itself keeps out of a kexec_file_load crash header.
+LOW_RESERVED = 1 << 20
+
+
+def playbook(fleet, *extra, check=False, timeout=1500):
+    cmd = [os.path.join(BIN, "ansible-playbook"), "-i", fleet.inventory, PLAYBOOK] + list(extra)
+    if check:
+        cmd.append("--check")
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_HOST_KEY_CHECKING="False",
+               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="False")
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                          timeout=timeout, env=env, check=False, cwd=REPO)
+    return proc.returncode, proc.stdout
+
+
+def recap(output):
+    rows = re.findall(r"^%s\s+:\s+(ok=.*)$" % VM, output, re.M)
+    assert rows, output
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", rows[-1])}
+
+
+def sh(fleet, command, timeout=120):
+    rc, out, err = fleet.run(VM, command, timeout=timeout)
+    assert rc == 0, (command, out, err)
+    return out
+
+
+def system_ram_outside(iomem, region):
+    """[(start, end)] half-open: top-level System RAM of /proc/iomem minus ``region``."""
+    out = []
+    for line in iomem.splitlines():
+        m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) : System RAM$", line)
+        if not m:
+            continue
+        start, end = int(m.group(1), 16), int(m.group(2), 16) + 1
+        for s, e in ((start, min(end, region[0])), (max(start, region[1]), end)):
+            if s < e:
+                out.append((s, e))
+    return out
+
+
+def crash_region(iomem):
+    m = re.search(r"^\s+([0-9a-f]+)-([0-9a-f]+) : Crash kernel$", iomem, re.M)
+    assert m, iomem
+    return int(m.group(1), 16), int(m.group(2), 16) + 1
+
+
+def readelf_loads(path):
+    """[(paddr, memsz)] of the PT_LOADs `readelf -lW` lists (the header is all we fetched)."""
+    out = subprocess.run(["readelf", "-lW", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True, check=False).stdout
+    loads = []
+    for m in re.finditer(r"^\s+LOAD\s+(0x[0-9a-f]+)\s+(0x[0-9a-f]+)\s+(0x[0-9a-f]+)\s+(0x[0-9a-f]+)\s+(0x[0-9a-f]+)",
+                         out, re.M):
+        loads.append((int(m.group(3), 16), int(m.group(5), 16)))
+    assert loads, out
+    return loads, out
+
+
+def union(pairs):
+    out = []
+    for s, e in sorted(pairs):
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
+
+
+def run_kdump_story(fleet, tmp_path, method, disable_round=False):
+    pid = fleet.vm(VM).pid
+    assert "crashkernel=" not in sh(fleet, "cat /proc/cmdline")
+    boot0 = sh(fleet, "cat /proc/sys/kernel/random/boot_id").strip()
+    args = ["-e", "kdump_method=%s" % method, "-e", "kdump_reboot_ok=true"]
+
+    # Check mode: predicts changes, makes none (no file, no reboot, nothing loaded).
+    rc, out = playbook(fleet, *args, check=True)
+    assert rc == 0, out
+    assert recap(out)["changed"] > 0, out
+    assert sh(fleet, "cat /proc/sys/kernel/random/boot_id").strip() == boot0
+    assert sh(fleet, "ls /etc/default/grub.d/fleetboot-kdump.cfg /etc/fleetboot 2>/dev/null; "
+                     "systemctl list-unit-files 'fleetboot-kdump*' --no-legend; "
+                     "cat /sys/kernel/kexec_crash_loaded").split() == ["0"], out
+
+    # The role: crashkernel= for the boot loader, applied now by a kexec reboot (no firmware).
+    rc, out = playbook(fleet, *args)
+    assert rc == 0, out
+    assert fleet.vm(VM).firmware_reset_count() == 0 and fleet.vm(VM).pid == pid and fleet.vm(VM).running()
+    assert sh(fleet, "cat /proc/sys/kernel/random/boot_id").strip() != boot0
+    cmdline = sh(fleet, "cat /proc/cmdline")
+    assert "crashkernel=256M" in cmdline.split(), cmdline
+    assert "crashkernel=256M" in sh(fleet, "grep -h crashkernel= /boot/grub/grub.cfg | head -1")
+    assert sh(fleet, "cat /sys/kernel/kexec_crash_loaded").strip() == "1"
+    journal = sh(fleet, "journalctl -b -u fleetboot-kdump-load.service --no-pager")
+    assert re.search(r"method %s\s+kind crash" % method, journal), journal
+    iomem = sh(fleet, "cat /proc/iomem")
+    region = crash_region(iomem)
+    assert region[1] - region[0] == 256 << 20
+
+    # A second run changes nothing; neither does check mode now.
+    for check in (False, True):
+        rc, out = playbook(fleet, *args, check=check)
+        assert rc == 0 and recap(out)["changed"] == 0, out
+
+    # A crash image too big for the region: refused before any syscall, naming both sizes.
+    sh(fleet, "printf 070701 > /root/big.img && truncate -s 300M /root/big.img")
+    rc, out, err = fleet.run(VM, "fleetboot-kexec load --crash --method %s --kernel /boot/vmlinuz-$(uname -r) "
+                                 "--initrd /root/big.img --reuse-cmdline" % method)
+    assert rc == 1, (out, err)
+    assert "does not fit the crash region" in err and "initrd 300.0 MiB" in err and "holds 256.0 MiB" in err, err
+    assert sh(fleet, "rm /root/big.img; cat /sys/kernel/kexec_crash_loaded").strip() == "1"
+
+    if disable_round:
+        # kdump_enabled: false unloads and removes all the role installed; the reservation stays
+        # until the next reboot. A second run changes nothing.
+        rc, out = playbook(fleet, *(args + ["-e", "kdump_enabled=false"]))
+        assert rc == 0 and recap(out)["changed"] > 0, out
+        assert sh(fleet, "cat /sys/kernel/kexec_crash_loaded").strip() == "0"
+        left = sh(fleet, "ls -d /etc/default/grub.d/fleetboot-kdump.cfg /etc/fleetboot /usr/sbin/fleetboot-kexec "
+                         "/usr/lib/fleetboot-kexec 2>/dev/null; systemctl list-unit-files 'fleetboot-kdump*' "
+                         "--no-legend; grep -c crashkernel= /boot/grub/grub.cfg || true")
+        assert left.split() == ["0"], (left, out)
+        assert "crashkernel=256M" in sh(fleet, "cat /proc/cmdline").split()
+        rc, out = playbook(fleet, *(args + ["-e", "kdump_enabled=false"]))
+        assert rc == 0 and recap(out)["changed"] == 0, out
+        # The crash run below turns it on again: the memory is still reserved, so without a reboot.
+
+    # The real thing: sysrq crash, capture kernel, vmcore saved, firmware reboot, host back.
+    dumps_before = sh(fleet, "ls /var/crash 2>/dev/null || true").split()
+    rc, out = playbook(fleet, *(args + ["-e", "kdump_test=true"]))
+    assert rc == 0, out
+    if disable_round:
+        assert re.search(r"Reboot by kexec to reserve the memory\] \**\nskipping", out), out
+    assert fleet.vm(VM).firmware_reset_count() == 1 and fleet.vm(VM).pid == pid, "the capture kernel reboots through the firmware"
+    assert "/proc/vmcore" not in sh(fleet, "ls /proc/vmcore 2>/dev/null || true")
+    dumps = [d for d in sh(fleet, "ls /var/crash").split() if d not in dumps_before]
+    assert len(dumps) == 1 and not dumps[0].endswith(".incomplete"), dumps
+    dump = "/var/crash/" + dumps[0]
+    dmesg = sh(fleet, "cat %s/dmesg.txt" % dump)
+    assert "sysrq: Trigger a crash" in dmesg and "Kernel panic - not syncing" in dmesg, dmesg[-2000:]
+
+    # The dump's ELF header, read on the controller: its PT_LOADs cover the RAM /proc/iomem showed.
+    head = sh(fleet, "head -c 1048576 %s/vmcore | base64 -w0" % dump, timeout=300)
+    local = tmp_path / "vmcore.head"
+    local.write_bytes(base64.b64decode(head))
+    loads, listing = readelf_loads(str(local))
+    ram = union(system_ram_outside(iomem, region))
+    if method == "file":
+        # kexec_file_load's header is the kernel's: x86 Linux 5.13+ always reserves the low 1 MiB
+        # and leaves it out of the dump (seen in the lab: its first RAM PT_LOAD is at 0x100000).
+        ram = [(max(s, LOW_RESERVED), e) for s, e in ram if e > LOW_RESERVED]
+    covered = union((p, p + n) for p, n in loads)
+    for start, end in ram:
+        assert any(s <= start and end <= e for s, e in covered), (hex(start), hex(end), listing)
+    size = int(sh(fleet, "stat -c %%s %s/vmcore" % dump))
+    return {"dump": dump, "vmcore_size": size, "loads": loads, "out": out}
+
+
+def summary_line(result):
+    return json.dumps({k: v for k, v in result.items() if k != "out"}, default=str)
