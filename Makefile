@@ -87,6 +87,7 @@ build-collection: venv
 bench: deps venv collection-link
 	$(VPY) benchmarks/load_speed.py
 	$(VPY) benchmarks/reboot_time.py
+	$(VPY) benchmarks/kdump_time.py
 
 clean:
 	-$(VPY) -m lab down 2>/dev/null
