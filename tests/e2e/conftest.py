@@ -20,6 +20,14 @@ from lab.image import LabError  # noqa: E402
 BIN = os.path.dirname(sys.executable)
 
 
+def pytest_xdist_make_scheduler(config, log):
+    """Longest lab file first, nothing queued behind a busy worker (see scheduling.py)."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from .scheduling import LongestFileFirst  # pylint: disable=import-outside-toplevel  # controller only
+    return LongestFileFirst(config, log)
+
+
 def _require_lab():
     missing = [c for c in ("qemu-system-x86_64", "qemu-img", "debootstrap", "mkfs.ext4")
                if shutil.which(c) is None]
