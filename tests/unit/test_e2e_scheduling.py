@@ -39,15 +39,21 @@ COLLECTION = (["tests/e2e/test_kexec_reboot.py::test_%d" % i for i in range(4)]
                  "tests/e2e/test_kexec_file.py::test_it", "tests/e2e/test_molecule_kdump.py::test_it"])
 
 
-def simulate():
-    """Run COLLECTION on two fake workers, each test taking its file's minutes / its test count;
-    return [(worker, file, start minute)] in start order and each worker's finishing minute."""
+def scheduled():
+    """The scheduler after its first distribution of COLLECTION to two fake workers."""
     sched = LongestFileFirst(FakeConfig())
     nodes = [FakeNode("gw0"), FakeNode("gw1")]
     for node in nodes:
         sched.add_node(node)
         sched.add_node_collection(node, COLLECTION)
     sched.schedule()
+    return sched, nodes
+
+
+def simulate():
+    """Run COLLECTION on two fake workers, each test taking its file's minutes / its test count;
+    return [(worker, file, start minute)] in start order and each worker's finishing minute."""
+    sched, nodes = scheduled()
     clock = {node: 0.0 for node in nodes}
     current = {node: None for node in nodes}
     starts = []
@@ -81,12 +87,7 @@ def test_every_file_runs_once_and_the_workers_end_close_together():
 
 
 def test_a_busy_worker_is_not_given_a_second_file_to_queue():
-    sched = LongestFileFirst(FakeConfig())
-    nodes = [FakeNode("gw0"), FakeNode("gw1")]
-    for node in nodes:
-        sched.add_node(node)
-        sched.add_node_collection(node, COLLECTION)
-    sched.schedule()
+    sched, nodes = scheduled()
     # Each worker holds its first file and, since that file's last test is the one running, the
     # next one; nothing more, so the rest waits in the shared queue for whichever is free first.
     for node in nodes:
