@@ -1,10 +1,13 @@
-"""Build the x86_64 purgatory and emit plugins/module_utils/kexec/purgatory_x86_64.py.
+"""Build each architecture's purgatory and emit plugins/module_utils/kexec/arch/<arch>/purgatory_blob.py.
 
-Controller-side tool (needs gcc, ld and pyelftools).  Hosts never compile anything: they get the
-relocatable object as a generated Python module and link it with purgatory.py.
+Controller-side tool (needs gcc or the arch's cross gcc, its ld, and pyelftools).  Hosts never
+compile anything: they get the relocatable object as a generated Python module and link it with
+plugins/module_utils/kexec/purgatory/linker.py.  Sources shared by every architecture live in
+common/ (the region table, the sha256 check, the crash-time backup copy); <arch>/ holds the entry
+code, the console and the halt.
 
-    python purgatory/build.py           rebuild and rewrite the generated module
-    python purgatory/build.py --check   rebuild and exit 1 if the checked-in module is stale
+    python purgatory/build.py [ARCH ...]           rebuild and rewrite the generated modules
+    python purgatory/build.py --check [ARCH ...]   rebuild and exit 1 if a checked-in module is stale
 
 gcc output differs between gcc versions, so --check compares objects only when the local gcc is
 the one that produced the checked-in module; with another gcc it still fails when the sources
@@ -26,45 +29,67 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-SRC = os.path.join(HERE, "x86_64")
-OUTPUT = os.path.join(REPO, "plugins", "module_utils", "kexec", "purgatory_x86_64.py")
+COMMON = os.path.join(HERE, "common")
+ARCH_DIR = os.path.join(REPO, "plugins", "module_utils", "kexec", "arch")
 
-SOURCES = ["entry.S", "purgatory.c", "sha256.c"]
-HEADERS = ["sha256.h", "types.h"]
+COMMON_SOURCES = ["purgatory.c", "sha256.c"]
+COMMON_HEADERS = ["arch.h", "sha256.h", "types.h"]
 
-CFLAGS = [
+# Flags every purgatory needs: freestanding, no libc, no unwind tables, no calls gcc would
+# invent (memset/memcpy for byte loops), no COMMON symbols, reproducible file names.
+BASE_CFLAGS = [
     "-Os", "-g0", "-std=gnu11", "-Wall", "-Wextra", "-Werror",
     "-ffreestanding", "-nostdinc", "-nostdlib", "-fno-builtin",
-    "-fno-PIC", "-fno-PIE", "-mcmodel=large", "-mno-red-zone",
-    "-fno-stack-protector", "-fcf-protection=none", "-mgeneral-regs-only",
+    "-fno-stack-protector",
     "-fno-asynchronous-unwind-tables", "-fno-unwind-tables",
     "-fno-zero-initialized-in-bss", "-fno-common", "-fno-jump-tables",
-    # Keep gcc from turning our byte loops into memset/memcpy calls nobody provides.
     "-fno-tree-loop-distribute-patterns",
     "-fno-delete-null-pointer-checks",
-    "-ffile-prefix-map=%s/=" % SRC,
+    "-ffile-prefix-map=%s/=" % HERE,
 ]
 
-# Relocation types purgatory.py applies.  Anything else in the object is a build error.
-SUPPORTED_RELOCATIONS = {
-    1: "R_X86_64_64",
-    2: "R_X86_64_PC32",
-    4: "R_X86_64_PLT32",
-    10: "R_X86_64_32",
-    11: "R_X86_64_32S",
-}
-
-# Symbols the loader sets or reads, with the exact size it writes (None: a code label).
-REQUIRED_SYMBOLS = {
-    "purgatory_start": None,
-    "fleetboot_kernel_entry": 8,
-    "fleetboot_boot_params": 8,
+# Symbols every purgatory defines for the loader, with the exact size it writes (None: a label).
+COMMON_SYMBOLS = {
     # struct region { u64 start; u64 len; u8 sha256[32]; } x 16, one digest per segment.
     "fleetboot_sha256_regions": 16 * 48,
     # Crash loads: the low-memory backup copy (all zero: nothing to copy).
     "fleetboot_backup_src": 8,
     "fleetboot_backup_dst": 8,
     "fleetboot_backup_len": 8,
+}
+
+
+class Target:
+    """One architecture's purgatory build: compiler, flags, the relocation types its linker
+    applies (anything else in the object is a build error) and the symbols the loader sets."""
+
+    def __init__(self, name, cc, ld, cflags, e_machine, relocations, symbols, sources, headers=()):
+        self.name = name
+        self.cc = cc
+        self.ld = ld
+        self.cflags = BASE_CFLAGS + list(cflags)
+        self.e_machine = e_machine
+        self.relocations = dict(relocations)
+        self.symbols = dict(COMMON_SYMBOLS, **symbols)
+        # The arch's sources first: its entry code then starts .text, its data .data.
+        self.sources = ["%s/%s" % (name, n) for n in sources] + ["common/" + n for n in COMMON_SOURCES]
+        self.headers = ["common/" + n for n in COMMON_HEADERS] + ["%s/%s" % (name, n) for n in headers]
+
+    @property
+    def output(self):
+        return os.path.join(ARCH_DIR, self.name, "purgatory_blob.py")
+
+
+TARGETS = {
+    "x86_64": Target(
+        "x86_64", cc="gcc", ld="ld",
+        cflags=["-fno-PIC", "-fno-PIE", "-mcmodel=large", "-mno-red-zone",
+                "-fcf-protection=none", "-mgeneral-regs-only"],
+        e_machine="EM_X86_64",
+        relocations={1: "R_X86_64_64", 2: "R_X86_64_PC32", 4: "R_X86_64_PLT32",
+                     10: "R_X86_64_32", 11: "R_X86_64_32S"},
+        symbols={"purgatory_start": None, "fleetboot_kernel_entry": 8, "fleetboot_boot_params": 8},
+        sources=["entry.S", "console.c"]),
 }
 
 # Symbols an older loader wrote that must be gone: a loader built for one layout must never
@@ -78,25 +103,26 @@ def gcc_version(cc):
     return out.splitlines()[0].strip()
 
 
-def sources_digest():
-    """sha256 over the purgatory sources (names and contents), independent of the compiler."""
+def sources_digest(target):
+    """sha256 over the target's sources (names and contents), independent of the compiler."""
     h = hashlib.sha256()
-    for name in sorted(SOURCES + HEADERS):
-        with open(os.path.join(SRC, name), "rb") as f:
+    for name in sorted(target.sources + target.headers):
+        with open(os.path.join(HERE, name), "rb") as f:
             data = f.read()
         h.update(name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
     return h.hexdigest()
 
 
-def compile_object(cc, ld):
+def compile_object(target, cc, ld):
     """Compile every source and `ld -r` them into one relocatable object; return its bytes."""
     tmp = tempfile.mkdtemp(prefix="purgatory-")
     try:
         objects = []
-        for name in SOURCES:
-            obj = os.path.join(tmp, os.path.splitext(name)[0] + ".o")
+        includes = ["-I", "common", "-I", target.name]
+        for name in target.sources:
+            obj = os.path.join(tmp, name.replace("/", "_").rsplit(".", 1)[0] + ".o")
             # Relative source names keep the build directory out of the object (reproducible).
-            subprocess.run([cc] + CFLAGS + ["-c", name, "-o", obj], cwd=SRC, check=True)
+            subprocess.run([cc] + target.cflags + includes + ["-c", name, "-o", obj], cwd=HERE, check=True)
             objects.append(obj)
         out = os.path.join(tmp, "purgatory.ro")
         subprocess.run([ld, "-r", "-o", out] + objects, check=True)
@@ -107,16 +133,17 @@ def compile_object(cc, ld):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def check_object(blob):
-    """Refuse objects purgatory.py could not link: unknown relocations, missing symbols, COMMON."""
+def check_object(target, blob):
+    """Refuse objects the loader could not link: wrong machine, unknown relocations, missing
+    symbols, COMMON."""
     from elftools.elf.elffile import ELFFile
     from elftools.elf.relocation import RelocationSection
     from elftools.elf.sections import SymbolTableSection
 
     problems = []
     elf = ELFFile(io.BytesIO(blob))
-    if elf.elfclass != 64 or not elf.little_endian or elf["e_machine"] != "EM_X86_64":
-        problems.append("not a little-endian x86_64 ELF64 object")
+    if elf.elfclass != 64 or not elf.little_endian or elf["e_machine"] != target.e_machine:
+        problems.append("not a little-endian %s ELF64 object" % target.e_machine)
     if elf["e_type"] != "ET_REL":
         problems.append("not a relocatable object (e_type %s)" % elf["e_type"])
     symtab = None
@@ -131,19 +158,19 @@ def check_object(blob):
     for sec in elf.iter_sections():
         if not isinstance(sec, RelocationSection):
             continue
-        target = elf.get_section(sec["sh_info"])
-        if not target["sh_flags"] & 0x2:
+        patched = elf.get_section(sec["sh_info"])
+        if not patched["sh_flags"] & 0x2:
             continue  # relocations of non-allocated sections (debug info) are never applied
         for rel in sec.iter_relocations():
             rtype = rel["r_info_type"]
-            if rtype not in SUPPORTED_RELOCATIONS:
+            if rtype not in target.relocations:
                 problems.append("%s: unsupported relocation type %d at %#x"
                                 % (sec.name, rtype, rel["r_offset"]))
             sym = symbols[rel["r_info_sym"]]
             if sym["st_shndx"] == "SHN_UNDEF" and rel["r_info_sym"] != 0:
                 problems.append("%s: relocation against undefined symbol %s" % (sec.name, sym.name))
     by_name = {s.name: s for s in symbols if s.name}
-    for name, size in sorted(REQUIRED_SYMBOLS.items()):
+    for name, size in sorted(target.symbols.items()):
         sym = by_name.get(name)
         if sym is None or sym["st_shndx"] in ("SHN_UNDEF", "SHN_COMMON"):
             problems.append("required symbol %s is missing or undefined" % name)
@@ -163,14 +190,17 @@ def check_object(blob):
     return problems
 
 
-def render_module(blob, version, src_digest):
+def render_module(target, blob, version, src_digest):
     """The text of the generated module."""
     encoded = base64.b64encode(blob).decode("ascii")
     lines = [encoded[i:i + 76] for i in range(0, len(encoded), 76)]
     body = "\n".join('    "%s"' % line for line in lines)
-    return '''# GENERATED by purgatory/build.py from purgatory/x86_64/ -- do not edit by hand.
-# Rebuild with `python purgatory/build.py`; `python purgatory/build.py --check` verifies it.
-"""The x86_64 purgatory as a relocatable ELF object, linked on the host by purgatory.py."""
+    return '''# -*- coding: utf-8 -*-
+# Copyright: fleetboot.kexec developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GENERATED by purgatory/build.py from purgatory/common/ and purgatory/%(arch)s/ -- do not edit by hand.
+# Rebuild with `python purgatory/build.py %(arch)s`; `python purgatory/build.py --check` verifies it.
+"""The %(arch)s purgatory as a relocatable ELF object, linked on the host by purgatory/linker.py."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -179,7 +209,7 @@ __metaclass__ = type
 import base64
 import hashlib
 
-from .errors import PurgatoryError
+from ...errors import PurgatoryError
 
 GCC_VERSION = %(version)r
 SOURCES_SHA256 = %(src)r
@@ -198,15 +228,15 @@ def object_bytes():
         raise PurgatoryError("the shipped purgatory object is damaged (sha256 mismatch); "
                              "reinstall the fleetboot.kexec collection")
     return blob
-''' % {"version": version, "src": src_digest, "sha": hashlib.sha256(blob).hexdigest(),
+''' % {"arch": target.name, "version": version, "src": src_digest, "sha": hashlib.sha256(blob).hexdigest(),
        "size": len(blob), "body": body}
 
 
-def read_checked_in():
-    """(text, GCC_VERSION, SOURCES_SHA256) of the current generated module, or Nones."""
-    if not os.path.exists(OUTPUT):
+def read_checked_in(target):
+    """(text, GCC_VERSION, SOURCES_SHA256) of the target's generated module, or Nones."""
+    if not os.path.exists(target.output):
         return None, None, None
-    with open(OUTPUT) as f:
+    with open(target.output) as f:
         text = f.read()
     values = {}
     for line in text.splitlines():
@@ -216,49 +246,71 @@ def read_checked_in():
     return text, values.get("GCC_VERSION"), values.get("SOURCES_SHA256")
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 if the generated module is stale, write nothing")
-    parser.add_argument("--cc", default=os.environ.get("CC", "gcc"))
-    parser.add_argument("--ld", default=os.environ.get("LD", "ld"))
-    args = parser.parse_args(argv)
-
-    version = gcc_version(args.cc)
-    src_digest = sources_digest()
-    if args.check:
-        old_text, old_version, old_src = read_checked_in()
+def build(target, check, cc=None, ld=None):
+    """Build one target; returns the exit status (0 ok, 1 stale, 2 build error)."""
+    cc = cc or target.cc
+    ld = ld or target.ld
+    out_path = os.path.relpath(target.output, REPO)
+    if shutil.which(cc) is None:
+        print("purgatory: %s: %s is not installed (make deps installs it)" % (target.name, cc), file=sys.stderr)
+        return 2
+    version = gcc_version(cc)
+    src_digest = sources_digest(target)
+    old_text = None
+    if check:
+        old_text, old_version, old_src = read_checked_in(target)
         if old_text is None:
-            print("purgatory: %s is missing; run python purgatory/build.py" % OUTPUT)
+            print("purgatory: %s is missing; run python purgatory/build.py %s" % (out_path, target.name))
             return 1
         if old_version != version:
             if old_src != src_digest:
                 print("purgatory: STALE: the sources changed since %s was generated "
-                      "(it was built with %r; rebuild with that or any gcc)" % (OUTPUT, old_version))
+                      "(it was built with %r; rebuild with that or any gcc)" % (out_path, old_version))
                 return 1
-            print("purgatory: check skipped: the module was built with %r, this host has %r "
-                  "(sources unchanged)" % (old_version, version))
+            print("purgatory: check skipped: %s was built with %r, this host has %r "
+                  "(sources unchanged)" % (out_path, old_version, version))
             return 0
 
-    blob = compile_object(args.cc, args.ld)
-    problems = check_object(blob)
+    blob = compile_object(target, cc, ld)
+    problems = check_object(target, blob)
     if problems:
         for p in problems:
-            print("purgatory: ERROR: %s" % p, file=sys.stderr)
+            print("purgatory: %s: ERROR: %s" % (target.name, p), file=sys.stderr)
         return 2
-    text = render_module(blob, version, src_digest)
-    if args.check:
+    text = render_module(target, blob, version, src_digest)
+    if check:
         if text != old_text:
-            print("purgatory: STALE: %s does not match a fresh build; run python purgatory/build.py"
-                  % OUTPUT)
+            print("purgatory: STALE: %s does not match a fresh build; run python purgatory/build.py %s"
+                  % (out_path, target.name))
             return 1
-        print("purgatory: %s is up to date (%d-byte object, %s)" % (OUTPUT, len(blob), version))
+        print("purgatory: %s is up to date (%d-byte object, %s)" % (out_path, len(blob), version))
         return 0
-    with open(OUTPUT, "w") as f:
+    with open(target.output, "w") as f:
         f.write(text)
     print("purgatory: wrote %s (%d-byte object, sha256 %s, %s)"
-          % (OUTPUT, len(blob), hashlib.sha256(blob).hexdigest(), version))
+          % (out_path, len(blob), hashlib.sha256(blob).hexdigest(), version))
     return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("arch", nargs="*", help="architectures to build (default: all of %s)"
+                        % ", ".join(sorted(TARGETS)))
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if a generated module is stale, write nothing")
+    parser.add_argument("--cc", help="compiler to use instead of the target's (one arch only)")
+    parser.add_argument("--ld", help="linker to use instead of the target's (one arch only)")
+    args = parser.parse_args(argv)
+    names = args.arch or sorted(TARGETS)
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown:
+        parser.error("unknown architecture %s (known: %s)" % (", ".join(unknown), ", ".join(sorted(TARGETS))))
+    if (args.cc or args.ld) and len(names) != 1:
+        parser.error("--cc/--ld apply to one architecture; name it")
+    status = 0
+    for name in names:
+        status = max(status, build(TARGETS[name], args.check, args.cc, args.ld))
+    return status
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@
 #
 # Files in /proc and /sys report a size of 0 or 4096 whatever they hold, so tar cannot read them
 # directly: the remote side copies each one with cat into a staging directory first.
-# Keep the list in step with FILES and DIRS in plugins/module_utils/kexec/host.py
+# Keep the list in step with FILES and DIRS in plugins/module_utils/kexec/host/__init__.py
 # (tests/unit/test_host.py checks it).
 set -eu
 
@@ -38,6 +38,7 @@ for f in \
     /proc/iomem \
     /proc/cmdline \
     /proc/meminfo \
+    /proc/cpuinfo \
     /proc/sys/kernel/osrelease \
     /proc/sys/kernel/kexec_load_disabled \
     /proc/sys/kernel/arch \
@@ -46,6 +47,10 @@ for f in \
     /sys/kernel/kexec_loaded \
     /sys/kernel/kexec_crash_loaded \
     /sys/kernel/kexec_crash_size \
+    /sys/kernel/kexec/loaded \
+    /sys/kernel/kexec/crash_loaded \
+    /sys/kernel/kexec/crash_size \
+    /sys/firmware/fdt \
     /sys/firmware/efi/systab \
     /sys/firmware/efi/fw_vendor \
     /sys/firmware/efi/runtime \
@@ -82,6 +87,7 @@ if [ -r /proc/kcore ]; then
     head -c 16384 /proc/kcore > "$T/proc/kcore" 2>/dev/null || rm -f "$T/proc/kcore"
 fi
 uname -m > "$T/machine"
+getconf PAGESIZE > "$T/pagesize"
 tar -C "$T" -cf - .
 '
 

@@ -83,9 +83,15 @@ ansible_facts:
       type: complex
       contains:
         arch:
-          description: Machine architecture (C(uname -m)).
+          description: Machine architecture (C(uname -m)), with aliases such as V(amd64) normalized.
           type: str
           sample: x86_64
+        page_size:
+          description:
+            - The running kernel's page size in bytes (4096 on x86_64; arm64 and ppc64le kernels may
+              use 16 KiB or 64 KiB pages). The loader aligns every segment to it.
+          type: int
+          sample: 4096
         release:
           description: Release of the running kernel (C(uname -r)).
           type: str
@@ -238,7 +244,6 @@ ansible_facts:
           type: dict
 """
 
-import json
 import os
 import re
 
@@ -247,9 +252,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import loader
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors import KexecError
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.records import loaded_record
 
 BOOT_ID = "proc/sys/kernel/random/boot_id"
-RECORD_DIR = "run/fleetboot-kexec"
 KERNEL_PREFIX = "vmlinuz-"
 # initrd names by distribution: Debian/Ubuntu, Fedora/RHEL (dracut), SUSE.
 INITRD_PATTERNS = ("initrd.img-%s", "initramfs-%s.img", "initrd-%s")
@@ -320,20 +325,6 @@ def offered_syscalls(host, sysroot):
     return out
 
 
-def loaded_record(sysroot, kind, boot_id, loaded):
-    """The kexec_load module's record for ``kind`` if it describes what is loaded now, else None."""
-    if not loaded or not boot_id:
-        return None
-    try:
-        with open(os.path.join(sysroot, RECORD_DIR, kind + ".json")) as f:
-            record = json.load(f)
-    except (IOError, OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or record.get("boot_id") != boot_id:
-        return None
-    return record
-
-
 def gather(sysroot="/"):
     """The kexec fact for the host under ``sysroot``; raises KexecError when it cannot be read."""
     host = Host.read(sysroot)
@@ -343,6 +334,7 @@ def gather(sysroot="/"):
     crash_loaded = bool(host.kexec_crash_loaded)
     return {
         "arch": host.arch,
+        "page_size": host.page_size,
         "release": host.release,
         "boot_id": boot_id,
         "cmdline": host.cmdline,
@@ -355,7 +347,7 @@ def gather(sysroot="/"):
         "efi": bool(host.efi),
         "kexec_load_disabled": host.kexec_load_disabled,
         "syscalls": offered_syscalls(host, sysroot),
-        "auto_method": loader.choose_methods("auto", host)[0],
+        "auto_method": loader.status(host)["auto_method"],
         "installed_kernels": installed_kernels(sysroot),
         "loaded_image": loaded_record(sysroot, "normal", boot_id, loaded),
         "loaded_crash_image": loaded_record(sysroot, "crash", boot_id, crash_loaded),

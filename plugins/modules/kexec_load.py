@@ -278,24 +278,18 @@ plan:
     segments: []
 """
 
-import errno
-import hashlib
-import json
-import os
-import re
-import tempfile
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import loader
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import records
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import syscalls as kexec_syscalls
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.crash import DEFAULT_CAPTURE_OPTIONS, add_capture_options
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.cmdline import (
+    add_capture_options, edit_cmdline, reuse_cmdline)
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors import KexecError
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.request import Request
 
-BOOT_ID = "proc/sys/kernel/random/boot_id"
-RECORD_DIR = "run/fleetboot-kexec"
-CHECKSUM = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
+DEFAULT_CAPTURE_OPTIONS = "irqpoll nr_cpus=1 reset_devices"
 
 ARGUMENT_SPEC = dict(
     kernel=dict(type="path"),
@@ -315,27 +309,15 @@ ARGUMENT_SPEC = dict(
 
 
 def compose_cmdline(host, kind, cmdline=None, reuse=False, remove=(), append=()):
-    """The next kernel's command line: the given one or the running one's (see
-    loader.reuse_cmdline), minus ``remove`` (a name drops name and name=*, name=value only that),
-    plus ``append`` (words already present are not added again)."""
+    """The next kernel's command line: the given one or the running one's (cmdline.reuse_cmdline),
+    edited by ``remove`` and ``append`` (cmdline.edit_cmdline)."""
     if reuse:
         if host.cmdline is None:
             raise KexecError("reuse_cmdline: cannot read /proc/cmdline; give cmdline instead")
-        base = loader.reuse_cmdline(host.cmdline, kind)
+        base = reuse_cmdline(host.cmdline, kind)
     else:
         base = cmdline or ""
-    words = loader.split_cmdline(base)
-    for item in remove:
-        for name in loader.split_cmdline(item):
-            if "=" in name:
-                words = [w for w in words if w != name]
-            else:
-                words = [w for w in words if w != name and w.split("=", 1)[0] != name]
-    for item in append:
-        for word in loader.split_cmdline(item):
-            if word not in words:
-                words.append(word)
-    return " ".join(words)
+    return edit_cmdline(base, remove, append)
 
 
 def file_digest(path, what):
@@ -345,82 +327,6 @@ def file_digest(path, what):
     except (IOError, OSError) as err:
         raise KexecError("cannot read %s %s: %s; check the path and permissions"
                          % (what, path, getattr(err, "strerror", None) or err))
-
-
-def verify_checksum(what, path, expected, actual):
-    """Raise KexecError unless ``expected`` (sha256:<hex>, or None) matches ``actual``."""
-    if expected is None:
-        return
-    match = CHECKSUM.match(expected.strip())
-    if not match:
-        raise KexecError("%s_checksum %r is not of the form sha256:<64 hex digits>" % (what, expected))
-    if match.group(1).lower() != actual:
-        raise KexecError("%s %s has checksum sha256:%s, but %s_checksum expects sha256:%s; the file is not "
-                         "the one you meant (replaced or corrupted): check the path or the checksum; "
-                         "nothing was loaded" % (what, path, actual, what, match.group(1).lower()))
-
-
-def read_boot_id(sysroot):
-    try:
-        with open(os.path.join(sysroot, BOOT_ID)) as f:
-            return f.read().strip() or None
-    except (IOError, OSError):
-        return None
-
-
-def record_path(sysroot, kind):
-    return os.path.join(sysroot, RECORD_DIR, kind + ".json")
-
-
-def read_record(sysroot, kind):
-    try:
-        with open(record_path(sysroot, kind)) as f:
-            record = json.load(f)
-    except (IOError, OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def write_record(sysroot, kind, record):
-    """Write the record atomically (a reader never sees half of it)."""
-    directory = os.path.join(sysroot, RECORD_DIR)
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o755)
-    fd, tmp = tempfile.mkstemp(prefix="." + kind + ".", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, record_path(sysroot, kind))
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def remove_record(sysroot, kind):
-    try:
-        os.unlink(record_path(sysroot, kind))
-    except OSError as err:
-        if err.errno != errno.ENOENT:
-            raise
-
-
-def is_loaded(host, kind):
-    return bool(host.kexec_crash_loaded if kind == "crash" else host.kexec_loaded)
-
-
-def still_loaded(record, wanted, host, kind, method):
-    """True when ``record`` describes ``wanted`` and the kernel still holds that image."""
-    if record is None or not is_loaded(host, kind) or not wanted["boot_id"]:
-        return False
-    keys = ("kernel_sha256", "initrd_sha256", "cmdline_sha256", "type", "boot_id")
-    if any(record.get(k) != wanted[k] for k in keys):
-        return False
-    return method == "auto" or record.get("method") == method
 
 
 def result_from(report, wanted):
@@ -436,23 +342,23 @@ def ensure_loaded(module, host, syscalls):
     cmdline = compose_cmdline(host, kind, p["cmdline"], p["reuse_cmdline"], p["remove"], p["append"])
     if kind == "crash":
         cmdline = add_capture_options(cmdline, p["capture_options"])
-    request = loader.Request(p["kernel"], initrd=p["initrd"], cmdline=cmdline, kind=kind, method=p["method"])
+    request = Request(p["kernel"], initrd=p["initrd"], cmdline=cmdline, kind=kind, method=p["method"])
 
     kernel_sha256 = file_digest(request.kernel, "kernel")
-    verify_checksum("kernel", request.kernel, p["kernel_checksum"], kernel_sha256)
+    records.verify_checksum("kernel", request.kernel, p["kernel_checksum"], kernel_sha256)
     initrd_sha256 = None
     if request.initrd:
         initrd_sha256 = file_digest(request.initrd, "initrd")
-        verify_checksum("initrd", request.initrd, p["initrd_checksum"], initrd_sha256)
+        records.verify_checksum("initrd", request.initrd, p["initrd_checksum"], initrd_sha256)
     elif p["initrd_checksum"]:
         raise KexecError("initrd_checksum is given but no initrd; give initrd or drop initrd_checksum")
     wanted = dict(kernel=request.kernel, initrd=request.initrd, cmdline=cmdline, type=kind,
                   kernel_sha256=kernel_sha256, initrd_sha256=initrd_sha256,
-                  cmdline_sha256=hashlib.sha256(cmdline.encode("utf-8")).hexdigest(),
-                  boot_id=read_boot_id(sysroot))
+                  cmdline_sha256=records.cmdline_sha256(cmdline),
+                  boot_id=records.read_boot_id(sysroot))
 
-    record = read_record(sysroot, kind)
-    if still_loaded(record, wanted, host, kind, p["method"]):
+    record = records.read_record(sysroot, kind)
+    if records.still_loaded(record, wanted, host, kind, p["method"]):
         return dict(changed=False, method=record.get("method"), entry=record.get("entry"),
                     segments=record.get("segments"), cmdline=record.get("kernel_cmdline", cmdline),
                     kernel=wanted["kernel"], initrd=wanted["initrd"], type=kind,
@@ -466,17 +372,17 @@ def ensure_loaded(module, host, syscalls):
         return result, report
 
     # The old record must not outlive the image it describes, whatever happens next.
-    remove_record(sysroot, kind)
+    records.remove_record(sysroot, kind)
     if syscalls is None:
         syscalls = kexec_syscalls.default_syscalls(host.arch, host)
     report = loader.load(request, syscalls, host)
     record = dict(wanted, method=report["method"], entry=report["entry"], segments=report["segments"],
                   kernel_cmdline=report["cmdline"])
     try:
-        write_record(sysroot, kind, record)
+        records.write_record(sysroot, kind, record)
     except (IOError, OSError) as err:
         module.warn("the image is loaded, but its record %s could not be written (%s); the next run "
-                    "will load it again" % (record_path(sysroot, kind), err))
+                    "will load it again" % (records.record_path(sysroot, kind), err))
     result = result_from(report, wanted)
     result["changed"] = True
     return result, report
@@ -486,7 +392,7 @@ def ensure_unloaded(module, host, syscalls):
     p = module.params
     sysroot, kind = p["sysroot"], p["type"]
     result = dict(changed=False, type=kind, method=None)
-    if is_loaded(host, kind):
+    if records.is_loaded(host, kind):
         result["changed"] = True
         if module.check_mode:
             return result
@@ -494,7 +400,7 @@ def ensure_unloaded(module, host, syscalls):
             syscalls = kexec_syscalls.default_syscalls(host.arch, host)
         result["method"] = loader.unload(syscalls, host, kind=kind, method=p["method"])["method"]
     if not module.check_mode:
-        remove_record(sysroot, kind)
+        records.remove_record(sysroot, kind)
     return result
 
 

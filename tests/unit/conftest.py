@@ -25,6 +25,18 @@ def no_real_syscalls(monkeypatch):
 
 
 @pytest.fixture
+def fixed_entropy(monkeypatch):
+    """The loader's RNG seeds come from a fixed source, so two plans of the same inputs are equal
+    byte for byte (every other test gets fresh bytes, as hosts do)."""
+    from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import loader
+
+    def fixed(n):
+        return bytes((i * 7 + 3) & 0xFF for i in range(n))
+    monkeypatch.setattr(loader.Stages, "entropy", staticmethod(fixed))
+    return fixed
+
+
+@pytest.fixture
 def files(tmp_path):
     """A small fake kernel and initrd (random bytes) for loader tests that stub the formats."""
     k = tmp_path / "vmlinuz"
@@ -81,7 +93,7 @@ def vmlinux_cache():
 
 def qemu_ranges(ram_top=0x140000000):
     """A 5 GiB QEMU-like firmware map: low RAM, BIOS holes, RAM to 3 GiB, PCI hole, RAM above 4 GiB."""
-    from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.memmap import Range
+    from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.memmap import Range
     return [
         Range(0x0, 0x9FC00, "System RAM"),
         Range(0x9FC00, 0xA0000, "Reserved"),
@@ -98,6 +110,6 @@ def qemu_ranges(ram_top=0x140000000):
 def qemu_host():
     """A Host value for a BIOS-booted 5 GiB VM (no EFI, no running boot_params)."""
     from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host
-    from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.memmap import MemoryMap
+    from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.memmap import MemoryMap
     return Host(arch="x86_64", release="6.1.0-56-amd64", cmdline="", memory_map=MemoryMap(qemu_ranges()),
                 efi=False, secure_boot=False, boot_params=None, acpi_rsdp=None)

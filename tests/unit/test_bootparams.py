@@ -5,12 +5,13 @@ import struct
 
 import pytest
 
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import bootparams as bp
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch.x86_64 import bootparams as bp
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch.x86_64 import efi as efimod
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors import ImageFormatError, KexecError
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.image import BzImage, SetupHeader
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.memmap import MemoryMap, Range
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.plan import Plan
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch.x86_64.bzimage import BzImage, SetupHeader
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.memmap import MemoryMap, Range
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.plan import Plan
 
 ADDR = 0x7FFF0000
 
@@ -198,19 +199,19 @@ def make_efi_sysroot(root, runtime_map=True):
 
 def test_efi_state_read(tmp_path):
     running = make_efi_sysroot(str(tmp_path))
-    st = bp.EfiState.read(str(tmp_path))
+    st = efimod.EfiState.read(str(tmp_path))
     assert st.usable, st.problem
     assert st.loader_signature == b"EL64" and st.systab == 0x7F5E0018 and st.memdesc_version == 1
     assert (st.fw_vendor, st.runtime, st.config_table, st.smbios) == (0x7F5E0218, 0x7F5E0B98, 0x7F5DF018, 0x7F93D000)
     assert [(d.type, d.phys_addr, d.virt_addr, d.num_pages, d.attribute) for d in st.runtime_map] == RUNTIME_MAP
     assert st.secure_boot == 3
-    assert bp.EfiState.read(str(tmp_path), boot_params=running) == st
-    assert bp.EfiState.read(str(tmp_path / "nothing")) is None
+    assert efimod.EfiState.read(str(tmp_path), boot_params=running) == st
+    assert efimod.EfiState.read(str(tmp_path / "nothing")) is None
 
 
 def test_efi_passed_on_with_runtime_map(tmp_path, header, qemu_host):
     running = make_efi_sysroot(str(tmp_path))
-    st = bp.EfiState.read(str(tmp_path))
+    st = efimod.EfiState.read(str(tmp_path))
     built = bp.build_boot_params(header, qemu_host.memory_map, ADDR, "q", boot_params=running, efi=st)
     zp = bp.parse_zero_page(built.data)
     assert built.efi
@@ -231,7 +232,7 @@ def test_efi_passed_on_with_runtime_map(tmp_path, header, qemu_host):
 
 def test_efi_and_e820_ext_chain_together(tmp_path, header):
     running = make_efi_sysroot(str(tmp_path))
-    st = bp.EfiState.read(str(tmp_path))
+    st = efimod.EfiState.read(str(tmp_path))
     ranges = [Range(i * 0x200000, i * 0x200000 + 0x100000) for i in range(130)]
     built = bp.build_boot_params(header, MemoryMap(ranges), ADDR, "", boot_params=running, efi=st)
     chain = _sd_chain(built.data, ADDR, bp.parse_zero_page(built.data)["setup_data"])
@@ -240,23 +241,56 @@ def test_efi_and_e820_ext_chain_together(tmp_path, header):
 
 def test_efi_without_runtime_map_is_left_out_with_warning(tmp_path, vmlinuz, qemu_host):
     running = make_efi_sysroot(str(tmp_path), runtime_map=False)
-    st = bp.EfiState.read(str(tmp_path))
+    st = efimod.EfiState.read(str(tmp_path))
     assert not st.usable and "runtime-map" in st.problem
     host = Host(arch="x86_64", memory_map=qemu_host.memory_map, efi=True, boot_params=running,
                 acpi_rsdp=0x7FB7E014)
     plan = Plan(host.memory_map)
     li = BzImage.load(vmlinuz, None, "root=/dev/sda1", host, plan, efi=st)
-    zp = bp.parse_zero_page(plan.segment("boot_params").buf)
+    seg = plan.segment("boot_params")
+    zp = bp.parse_zero_page(seg.buf)
     assert zp["efi_info"]["loader_signature"] == b"\0\0\0\0" and zp["efi_info"]["memmap_size"] == 0
-    assert zp["setup_data"] == 0 and not li.efi
+    # No SETUP_EFI record: only the RNG seed every load carries.
+    assert [t for t, dummy in _sd_chain(seg.buf, seg.mem, zp["setup_data"])] == [bp.SETUP_RNG_SEED] and not li.efi
     assert zp["acpi_rsdp_addr"] == 0x7FB7E014
     assert any("runtime-map" in w for w in li.warnings)
     assert li.cmdline == b"root=/dev/sda1"  # no noefi added
 
 
+def test_every_load_seeds_the_next_kernels_rng_with_fresh_bytes(vmlinuz, qemu_host):
+    """SETUP_RNG_SEED (32 bytes, what the kernel's own kexec_file loader passes) in the chain,
+    fresh for every load: never the same bytes twice, never read from the running boot."""
+    seeds = []
+    for dummy in range(2):
+        plan = Plan(qemu_host.memory_map)
+        BzImage.load(vmlinuz, None, "root=/dev/vda", qemu_host, plan)
+        seg = plan.segment("boot_params")
+        chain = _sd_chain(seg.buf, seg.mem, bp.parse_zero_page(seg.buf)["setup_data"])
+        records = [payload for kind, payload in chain if kind == bp.SETUP_RNG_SEED]
+        assert len(records) == 1 and len(records[0]) == 32
+        seeds.append(records[0])
+    assert seeds[0] != seeds[1] and bytes(32) not in seeds
+
+
+def test_a_fixed_entropy_source_gives_the_same_bytes_and_none_gives_no_seed(vmlinuz, qemu_host):
+    def fixed(n):
+        return bytes(range(n))
+    plan = Plan(qemu_host.memory_map)
+    li = BzImage.load(vmlinuz, None, "root=/dev/vda", qemu_host, plan, entropy=fixed)
+    seg = plan.segment("boot_params")
+    chain = _sd_chain(seg.buf, seg.mem, bp.parse_zero_page(seg.buf)["setup_data"])
+    assert chain == [(bp.SETUP_RNG_SEED, bytes(range(32)))]
+    assert not any("RNG" in w for w in li.warnings)
+    plan = Plan(qemu_host.memory_map)
+    li = BzImage.load(vmlinuz, None, "root=/dev/vda", qemu_host, plan, entropy=lambda n: None)
+    seg = plan.segment("boot_params")
+    assert bp.parse_zero_page(seg.buf)["setup_data"] == 0
+    assert any("RNG is not initialized" in w for w in li.warnings)
+
+
 def test_efi_host_without_recorded_state_warns(header, qemu_host):
     host = Host(arch="x86_64", memory_map=qemu_host.memory_map, efi=True)
-    ctx = bp.BootParamsContext.from_host(host)
+    ctx = bp.BootParamsContext.from_host(host, efi=efimod.state_for(host))
     assert ctx.efi is not None and not ctx.efi.usable
     assert any("EFI is not passed" in w for w in ctx.warnings)
     assert any("RSDP address is unknown" in w for w in ctx.warnings)
@@ -264,10 +298,10 @@ def test_efi_host_without_recorded_state_warns(header, qemu_host):
 
 def test_efi_state_as_dict_on_host(tmp_path, header, qemu_host):
     running = make_efi_sysroot(str(tmp_path))
-    st = bp.EfiState.read(str(tmp_path))
+    st = efimod.EfiState.read(str(tmp_path))
     host = Host(arch="x86_64", memory_map=qemu_host.memory_map, efi=True, boot_params=running)
     host.efi_state = st.to_dict()  # what a JSON round trip of the host would carry
-    ctx = bp.BootParamsContext.from_host(host)
+    ctx = bp.BootParamsContext.from_host(host, efi=efimod.state_for(host))
     assert ctx.efi == st and ctx.warnings == []
 
 

@@ -9,9 +9,18 @@ import stat
 
 import pytest
 
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import capture, cli, vmcore
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import cli
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.dump import save as capture
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch import vmcore_memory
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.dump import printk
 
 from tests.unit import vmcore_builder as vb
+
+
+def kernel_log(path):
+    """The kernel log of a dump, read through the architecture its core names."""
+    return printk.kernel_log(path, vmcore_memory)
+
 
 T0 = 1795313705.0  # 2026-11-22 02:15:05 UTC
 STAMP = "2026-11-22-02:15:05"
@@ -138,7 +147,7 @@ def test_save_vmcore_own_copy_and_reader(tmp_path, core, no_tools):
     assert 0 < report["bytes_written"] < report["size"]
     assert report["seconds"] == 1.0 and report["pruned"] == [] and report["makedumpfile_error"] is None
     text = (final / "dmesg.txt").read_text()
-    assert text == vmcore.kernel_log(core)["dmesg"]
+    assert text == kernel_log(core)["dmesg"]
     assert text.splitlines()[-1] == "[  215.849618] sysrq: Trigger a crash"
     json.dumps(report)  # plain values only
 
@@ -260,7 +269,7 @@ def test_cli_save_vmcore_json_and_dmesg(tmp_path, core, no_tools):
     assert report["method"] == "sparse-copy" and os.path.isdir(report["path"])
     out = io.StringIO()
     assert cli.main(["dmesg", "--vmcore", core], out=out, err=err) == 0
-    assert out.getvalue() == vmcore.kernel_log(core)["dmesg"]
+    assert out.getvalue() == kernel_log(core)["dmesg"]
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -12,12 +12,20 @@ import struct
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import bootparams, crash, loader, purgatory
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.request import Request
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import cmdline as kcmdline
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import loader
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch.x86_64 import bootparams
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch.x86_64 import crash as xcrash
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch.x86_64 import purgatory as xpurgatory
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.crash import facts as crash_facts
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.crash import fit as crash_fit
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.purgatory import BACKUP_SYMBOLS
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import syscalls as sc
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors import HostError, KexecError, PlanError
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.memmap import RAM, Range, subtract
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.plan import CRASH_CONTROL_HEADROOM
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.memmap import RAM, Range, subtract
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.plan import CRASH_CONTROL_HEADROOM
 
 from tests.unit.test_loader import StubStages, make_host
 
@@ -47,7 +55,7 @@ def debian_kernel():
 
 def plan_crash(sysroot, kernel, initrd=None, cmdline=""):
     host = Host.read(sysroot)
-    req = loader.Request(kernel, initrd=initrd, cmdline=cmdline, kind="crash", method="classic")
+    req = Request(kernel, initrd=initrd, cmdline=cmdline, kind="crash", method="classic")
     prep = loader.make_plan(req, host)
     return host, prep
 
@@ -85,7 +93,7 @@ def test_recorded_host_core_header_covers_its_ram(name, debian_kernel, tmp_path)
         assert notes == want and len(want) == 3
 
         # The kernel text mapping first, at its KASLR virtual address.
-        assert loads[0].p_vaddr >= crash.KERNEL_MAP_START
+        assert loads[0].p_vaddr >= xcrash.KERNEL_MAP_START
         code = [n for r in host.iomem for n in r.walk() if n.name == "Kernel code"][0]
         assert loads[0].p_paddr == code.start
 
@@ -99,7 +107,7 @@ def test_recorded_host_core_header_covers_its_ram(name, debian_kernel, tmp_path)
         backup = segs["backup"]
         for p in loads[1:]:
             assert p.p_filesz == p.p_memsz
-            if p.p_paddr < crash.BACKUP_LIMIT:
+            if p.p_paddr < xcrash.BACKUP_LIMIT:
                 assert p.p_offset == backup.mem + (p.p_paddr - report["crash"]["backup"]["src"])
                 assert p.p_offset + p.p_memsz <= backup.mem + backup.memsz
             else:
@@ -116,7 +124,7 @@ def test_capture_e820_shows_only_crash_region_low_ram_and_firmware_ranges(name, 
         ram = [(s, e) for s, e, t in e820 if t == bootparams.E820_RAM]
         region = host.crash_region
         for s, e in ram:
-            assert e <= crash.BACKUP_LIMIT or (region.start <= s and e <= region.end), (hex(s), hex(e))
+            assert e <= xcrash.BACKUP_LIMIT or (region.start <= s and e <= region.end), (hex(s), hex(e))
         # Header and backup copy are reserved, never RAM the capture kernel could allocate.
         for what in ("elfcorehdr", "backup"):
             seg = segs[what]
@@ -132,9 +140,9 @@ def test_purgatory_gets_the_backup_copy(debian_kernel):
     host, prep = plan_crash(os.path.join(SYSROOTS, "lab-seabios-pc-2g-crash"), debian_kernel.vmlinuz)
     with prep:
         segs = {s.what: s for s in prep.segments}
-        obj = purgatory.load_object()
+        obj = xpurgatory.load_object()
         image = bytes(segs["purgatory"].buf)
-        values = [struct.unpack_from("<Q", image, obj.symbol_offset(n))[0] for n in purgatory.BACKUP_SYMBOLS]
+        values = [struct.unpack_from("<Q", image, obj.symbol_offset(n))[0] for n in BACKUP_SYMBOLS]
         assert values == [0x1000, segs["backup"].mem, 0x9FC00 - 0x1000]
         assert segs["backup"].bufsz == 0 and segs["backup"].memsz >= values[2]
         assert prep.flags & sc.KEXEC_ON_CRASH
@@ -142,23 +150,23 @@ def test_purgatory_gets_the_backup_copy(debian_kernel):
 
 def test_normal_load_leaves_the_backup_copy_off(debian_kernel):
     host = Host.read(os.path.join(SYSROOTS, "lab-seabios-pc-2g-crash"))
-    with loader.make_plan(loader.Request(debian_kernel.vmlinuz, method="classic"), host) as prep:
+    with loader.make_plan(Request(debian_kernel.vmlinuz, method="classic"), host) as prep:
         seg = [s for s in prep.segments if s.what == "purgatory"][0]
-        obj = purgatory.load_object()
-        assert [struct.unpack_from("<Q", bytes(seg.buf), obj.symbol_offset(n))[0] for n in purgatory.BACKUP_SYMBOLS] == [0, 0, 0]
+        obj = xpurgatory.load_object()
+        assert [struct.unpack_from("<Q", bytes(seg.buf), obj.symbol_offset(n))[0] for n in BACKUP_SYMBOLS] == [0, 0, 0]
         assert "elfcorehdr" not in [s.what for s in prep.segments]
 
 
 def test_link_refuses_a_backup_outside_the_plan():
     from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors import PurgatoryError
-    from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.plan import Plan
+    from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.plan import Plan
     plan = Plan([Range(0, 0x80000000)], kind="crash", crash_region=(0x6D000000, 0x7D000000))
     seg = plan.reserve("backup", 0x9F000)
     seg.set_buffer(b"")
     with pytest.raises(PurgatoryError, match="lies in no segment"):
-        purgatory.link_purgatory(plan, 0x6E000200, 0x6E100000, backup=(0x1000, 0x10000000, 0x9E000))
+        xpurgatory.link(plan, 0x6E000200, 0x6E100000, backup=(0x1000, 0x10000000, 0x9E000))
     with pytest.raises(PurgatoryError, match="overlaps its source"):
-        purgatory.link_purgatory(plan, 0x6E000200, 0x6E100000, backup=(seg.mem + 0x1000, seg.mem, 0x9E000))
+        xpurgatory.link(plan, 0x6E000200, 0x6E100000, backup=(seg.mem + 0x1000, seg.mem, 0x9E000))
     assert plan.segment("purgatory") is None
 
 
@@ -180,7 +188,7 @@ def test_too_small_region_is_refused_with_both_sizes_before_any_syscall(method, 
     initrd.write_bytes(b"070701" + b"0" * (24 << 20))
     fake = sc.FakeSyscalls("x86_64")
     host = Host.read(sysroot)
-    req = loader.Request(debian_kernel.vmlinuz, initrd=str(initrd), kind="crash", method=method)
+    req = Request(debian_kernel.vmlinuz, initrd=str(initrd), kind="crash", method=method)
     with pytest.raises(PlanError) as info:
         loader.load(req, fake, host)
     msg = str(info.value)
@@ -191,17 +199,17 @@ def test_too_small_region_is_refused_with_both_sizes_before_any_syscall(method, 
 
 def test_check_fits_counts_kernel_initrd_and_overhead():
     region = Range(0x6D000000, 0x6D000000 + (100 << 20), "Crash kernel")
-    need = crash.check_fits(region, 60 << 20, 30 << 20)
-    assert need == (60 << 20) + (30 << 20) + crash.LOADER_OVERHEAD
+    need = crash_fit.check_fits(region, 60 << 20, 30 << 20)
+    assert need == (60 << 20) + (30 << 20) + crash_fit.LOADER_OVERHEAD
     with pytest.raises(PlanError, match=r"needs 100\.0 MiB .* holds 100\.0 MiB"):
-        crash.check_fits(region, 60 << 20, (38 << 20) + 1)
+        crash_fit.check_fits(region, 60 << 20, (38 << 20) + 1)
 
 
 def test_stub_load_through_the_fake_reserves_header_and_backup(tmp_path):
     kernel = tmp_path / "stub-kernel"
     kernel.write_bytes(b"K" * 8192)  # StubStages takes any bytes as a kernel
     fake = sc.FakeSyscalls("x86_64")
-    report = loader.load(loader.Request(str(kernel), kind="crash"), fake, make_host(), stages=StubStages())
+    report = loader.load(Request(str(kernel), kind="crash"), fake, make_host(), stages=StubStages())
     whats = [s["what"] for s in report["segments"]]
     assert whats[:2] == ["backup", "elfcorehdr"] and whats[-1] == "purgatory"
     assert report["crash"]["backup"] == {"src": 0, "dst": report["segments"][0]["mem"], "len": 0x9F000}
@@ -209,37 +217,41 @@ def test_stub_load_through_the_fake_reserves_header_and_backup(tmp_path):
 
 
 def test_capture_options_keep_the_users_own():
-    assert crash.add_capture_options("root=/dev/vda nr_cpus=4", crash.DEFAULT_CAPTURE_OPTIONS) == \
+    assert kcmdline.add_capture_options("root=/dev/vda nr_cpus=4", xcrash.DEFAULT_CAPTURE_OPTIONS) == \
         "root=/dev/vda nr_cpus=4 irqpoll reset_devices"
-    assert crash.add_capture_options('a="x y"', "") == 'a="x y"'
+    assert kcmdline.add_capture_options('a="x y"', "") == 'a="x y"'
 
 
 def test_cpu_list_and_sysfs_errors(tmp_path):
-    assert crash.parse_cpu_list("0-3,8\n") == [0, 1, 2, 3, 8]
-    assert crash.parse_cpu_list("") == []
+    assert crash_facts.parse_cpu_list("0-3,8\n") == [0, 1, 2, 3, 8]
+    assert crash_facts.parse_cpu_list("") == []
     with pytest.raises(HostError, match="cannot parse the CPU list"):
-        crash.parse_cpu_list("0-x")
+        crash_facts.parse_cpu_list("0-x")
+    # A corrupted list is refused by its size, never expanded into billions of numbers.
+    for huge in ("0-4294967295", "0-65535,0-65535", "5-3"):
+        with pytest.raises(HostError, match="more CPUs than Linux supports"):
+            crash_facts.parse_cpu_list(huge)
     root = tmp_path / "root"
     (root / "sys/devices/system/cpu/cpu0").mkdir(parents=True)
     (root / "sys/devices/system/cpu/possible").write_text("0-1\n")
     with pytest.raises(HostError, match="CONFIG_CRASH_DUMP, or this is not root"):
-        crash.read_crash_notes(str(root))
+        crash_facts.read_crash_notes(str(root))
     (root / "sys/devices/system/cpu/cpu0/crash_notes").write_text("7e03a400\n")
     # cpu1 is possible but not present: no directory, no note, no error.
-    assert crash.read_crash_notes(str(root)) == [(0, 0x7E03A400, 4096)]
-    assert crash.read_vmcoreinfo(str(root)) is None
+    assert crash_facts.read_crash_notes(str(root)) == [(0, 0x7E03A400, 4096)]
+    assert crash_facts.read_vmcoreinfo(str(root)) is None
 
 
 def test_kcore_layout_from_recorded_headers():
     with open(os.path.join(SYSROOTS, "lab-seabios-pc-2g-crash", "proc", "kcore"), "rb") as f:
-        text, page_offset = crash.parse_kcore_layout(f.read())
-    assert text["vaddr"] % 0x200000 == 0 and crash.KERNEL_MAP_START <= text["vaddr"] < crash.KERNEL_MAP_END
+        text, page_offset = xcrash.parse_kcore_layout(f.read())
+    assert text["vaddr"] % 0x200000 == 0 and xcrash.KERNEL_MAP_START <= text["vaddr"] < xcrash.KERNEL_MAP_END
     assert text["paddr"] == 0x10E00000 and page_offset % (1 << 30) == 0
-    assert crash.parse_kcore_layout(b"not an elf") == (None, None)
+    assert xcrash.parse_kcore_layout(b"not an elf") == (None, None)
 
 
 def test_plan_refuses_a_segment_in_the_control_page_headroom():
-    from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.plan import Plan
+    from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.plan import Plan
     plan = Plan([Range(0, 0x80000000)], kind="crash", crash_region=(0x6D000000, 0x7D000000))
     plan.add_segment_at("kernel", b"k" * 4096, 0x7D000000 - 0x1000, 0x1000)
     with pytest.raises(PlanError, match="kept free for the kernel's control page"):

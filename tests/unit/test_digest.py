@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import digest
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core import digest
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings, HealthCheck
 from hypothesis import strategies as st
 
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import elf
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core import elf
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors import ImageFormatError
 
 elftools = pytest.importorskip("elftools")
@@ -164,7 +164,7 @@ def obj_big(request, tmp_path_factory, obj64):
 
 def purgatory_object():
     try:
-        from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import purgatory_x86_64
+        from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch.x86_64 import purgatory_blob as purgatory_x86_64
     except ImportError:
         pytest.skip("generated purgatory module not built yet")
     return purgatory_x86_64.object_bytes()

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import host as hostmod
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors import HostError, KexecError
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host, parse_iomem
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.memmap import Range
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.memmap import Range
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -168,6 +168,8 @@ def test_recorder_copies_every_file_host_reads():
     for rel in hostmod.FILES:
         if rel == "machine":
             assert "uname -m" in script
+        elif rel == "pagesize":
+            assert "getconf PAGESIZE" in script
         else:
             assert "/" + rel in script, rel
     for rel in hostmod.DIRS + hostmod.EFI_FILES:

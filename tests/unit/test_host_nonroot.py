@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import loader
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.request import Request
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import syscalls as sc
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors import HostError
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host
@@ -37,11 +38,11 @@ def test_normal_plan_works_and_crash_plan_asks_for_root(as_non_root, debian_kern
     host = Host.read(as_non_root)
     kernel = debian_kernels["6.1.0-56-amd64"].vmlinuz
     initrd = files[1]
-    with loader.make_plan(loader.Request(kernel, initrd, "console=ttyS0", method="classic"), host) as prep:
+    with loader.make_plan(Request(kernel, initrd, "console=ttyS0", method="classic"), host) as prep:
         prep.plan.check()
     fake = sc.FakeSyscalls()
     with pytest.raises(HostError, match="hides .*non-root users; run as root"):
-        loader.load(loader.Request(kernel, initrd, "", kind="crash", method="classic"), fake, host)
+        loader.load(Request(kernel, initrd, "", kind="crash", method="classic"), fake, host)
     assert fake.calls == []
 
 

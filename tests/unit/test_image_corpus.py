@@ -12,22 +12,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors import KexecError
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.image import (
-    BzImage, SetupHeader, Vmlinux, probe_image)
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.image import decompress as dc
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.plan import Plan
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch.x86_64 import ARCH as X86_64
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch.x86_64.bzimage import BzImage, SetupHeader, extract_vmlinux
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch.x86_64.vmlinux import Vmlinux
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core import decompress as dc
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.plan import Plan
 
 
 def exercise(buf, host, extract=False):
     """Run everything on ``buf``; return "ok" or the KexecError. Any other exception escapes."""
     try:
-        fmt = probe_image(buf)
+        fmt = X86_64.probe(buf)
         plan = Plan(host.memory_map)
         li = fmt.load(buf, b"initrd" * 100, "console=ttyS0", host, plan)
         assert li.entry64 > 0
         plan.check()
         if extract and fmt is BzImage:
-            dc.extract_vmlinux(buf)
+            extract_vmlinux(buf)
         return "ok"
     except KexecError as err:
         assert str(err), "a KexecError must say what is wrong"
@@ -71,7 +72,7 @@ def test_truncated_payload_extraction(vmlinuz):
         struct.pack_into("<I", data, 0x24C, cut - pstart)  # header agrees with the short payload
         struct.pack_into("<I", data, 0x1F4, 0)
         with pytest.raises(KexecError):
-            dc.extract_vmlinux(data)
+            extract_vmlinux(data)
 
 
 FIELD_CASES = [
@@ -153,7 +154,7 @@ def test_garbage_compressed_payload(pristine, where):
     data[pos:pos + 4] = bytes(b ^ 0xA5 for b in saved)
     try:
         with pytest.raises(KexecError):
-            dc.extract_vmlinux(data)
+            extract_vmlinux(data)
     finally:
         data[pos:pos + 4] = saved
 
@@ -169,7 +170,7 @@ def test_garbage_payload_random_bytes(pristine):
             junk = magic + bytes(rng.randrange(256) for dummy in range(64 - len(magic)))
             data[pstart:pstart + 64] = junk
             with pytest.raises(KexecError):
-                dc.extract_vmlinux(data)
+                extract_vmlinux(data)
     finally:
         data[pstart:pstart + 64] = saved
 
@@ -209,7 +210,7 @@ def small_image(vmlinuz_maps):
 @pytest.fixture(scope="module")
 def fake_host():
     from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host
-    from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.memmap import MemoryMap, Range
+    from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.memmap import MemoryMap, Range
     return Host(arch="x86_64", memory_map=MemoryMap([Range(0, 0x9F000), Range(0x100000, 0x100000000)]),
                 efi=False)
 
@@ -232,4 +233,4 @@ def test_elf_corpus(vmlinux_maps_elf, qemu_host):
 
 @pytest.fixture(scope="module")
 def vmlinux_maps_elf(vmlinuz_maps):
-    return dc.extract_vmlinux(next(iter(vmlinuz_maps.values())))
+    return extract_vmlinux(next(iter(vmlinuz_maps.values())))

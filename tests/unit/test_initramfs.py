@@ -7,10 +7,11 @@ import os
 import pytest
 
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import loader
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.request import Request
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import syscalls as sc
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors import ImageFormatError
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.image.initramfs import (
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.initramfs import (
     check_initramfs, initramfs_format)
 
 CPIO_NEWC = b"070701" + b"0" * 104 + b"TRAILER!!!\0"
@@ -55,5 +56,5 @@ def test_loader_refuses_a_garbage_initrd_before_any_syscall(tmp_path, method, de
     host = Host.read(os.path.join(os.path.dirname(__file__), "..", "fixtures", "sysroots", "lab-seabios-pc-1g"))
     fake = sc.FakeSyscalls()
     with pytest.raises(ImageFormatError, match="is not an initramfs"):
-        loader.load(loader.Request(kernel, str(garbage), "console=ttyS0", method=method), fake, host)
+        loader.load(Request(kernel, str(garbage), "console=ttyS0", method=method), fake, host)
     assert fake.calls == []

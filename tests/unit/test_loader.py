@@ -9,13 +9,16 @@ import os
 import pytest
 
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import loader
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.request import Request
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import cmdline as kcmdline
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import policy
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import syscalls as sc
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors import (
     ImageFormatError, KexecError, PlanError, PurgatoryError, SignatureError, SyscallError)
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.crash import CrashFacts
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.crash.facts import CrashFacts
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.memmap import MemoryMap, Range
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.plan import Plan
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.memmap import MemoryMap, Range
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.plan import Plan
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SYSROOTS = os.path.join(REPO, "tests", "fixtures", "sysroots")
@@ -51,7 +54,7 @@ class StubStages(loader.Stages):
     def __init__(self, fail_at=None):
         self.fail_at = fail_at
 
-    def load_image(self, buf, initrd, cmdline, host, plan, memory_map=None):
+    def load_image(self, buf, initrd, cmdline, host, plan, crash=None):
         if self.fail_at == "image":
             raise ImageFormatError("stub: not a kernel")
         img = StubImage()
@@ -69,10 +72,10 @@ class StubStages(loader.Stages):
         img.boot_params_addr = bp.mem
         return img
 
-    def link_purgatory(self, plan, image, backup=None):
+    def link_purgatory(self, plan, image, host, crash=None):
         if self.fail_at == "purgatory":
             raise PurgatoryError("stub: cannot link")
-        return super(StubStages, self).link_purgatory(plan, image, backup=backup)
+        return super(StubStages, self).link_purgatory(plan, image, host, crash=crash)
 
 
 def sha(path):
@@ -87,23 +90,27 @@ def open_fds():
 # -- Request and command lines --------------------------------------------------------------------
 
 def test_request_is_a_plain_value():
-    r = loader.Request("/k", initrd="/i", cmdline="quiet", kind="crash", method="file")
-    assert r == loader.Request(**r.to_dict())
+    r = Request("/k", initrd="/i", cmdline="quiet", kind="crash", method="file")
+    assert r == Request(**r.to_dict())
     assert r.replace(method="classic").method == "classic" and r.method == "file"
-    for bad in (dict(kind="warm"), dict(method="fast"), dict(kind="preserve_context", method="file")):
+    for bad in (dict(kind="warm"), dict(method="fast")):
         with pytest.raises(KexecError):
-            loader.Request("/k", **bad)
+            Request("/k", **bad)
+    # Nothing can jump back yet: refused by name, whatever the method.
+    for method in ("auto", "classic", "file"):
+        with pytest.raises(KexecError, match="preserve_context .*not supported yet"):
+            Request("/k", kind="preserve_context", method=method)
     with pytest.raises(KexecError, match="--kernel"):
-        loader.Request("")
+        Request("")
 
 
 def test_reuse_cmdline_drops_boot_only_options():
     cur = 'BOOT_IMAGE=/boot/vmlinuz-6.1 root=/dev/vda1 ro crashkernel=256M elfcorehdr=0x1000 foo="a b" quiet'
-    assert loader.reuse_cmdline(cur, "crash") == 'root=/dev/vda1 ro foo="a b" quiet'
+    assert kcmdline.reuse_cmdline(cur, "crash") == 'root=/dev/vda1 ro foo="a b" quiet'
     # A normal kexec keeps crashkernel= so the next kernel reserves the kdump region again.
-    assert loader.reuse_cmdline(cur, "normal") == 'root=/dev/vda1 ro crashkernel=256M foo="a b" quiet'
-    assert loader.split_cmdline(' a  b="c d"  e ') == ["a", 'b="c d"', "e"]
-    assert loader.join_cmdline("a b", "", " c ") == "a b c"
+    assert kcmdline.reuse_cmdline(cur, "normal") == 'root=/dev/vda1 ro crashkernel=256M foo="a b" quiet'
+    assert kcmdline.split_cmdline(' a  b="c d"  e ') == ["a", 'b="c d"', "e"]
+    assert kcmdline.join_cmdline("a b", "", " c ") == "a b c"
 
 
 # -- method selection -----------------------------------------------------------------------------
@@ -114,20 +121,41 @@ def test_reuse_cmdline_drops_boot_only_options():
     (dict(lockdown="confidentiality"), ["file"]),
     (dict(lockdown="none", secure_boot=True), ["file", "classic"]),
     (dict(lockdown="integrity", secure_boot=True), ["file"]),
-    (dict(kexec_load_disabled=True), ["file"]),
     (dict(syscalls={"kexec_load": False, "kexec_file_load": True}), ["file"]),
     (dict(syscalls={"kexec_load": True, "kexec_file_load": False}), ["classic"]),
     (dict(lockdown=None, secure_boot=None), ["classic"]),
 ])
 def test_auto_method_per_host_state(state, expected):
-    assert loader.choose_methods("auto", make_host(**state)) == expected
+    assert policy.choose_methods("auto", make_host(**state)) == expected
 
 
-def test_explicit_methods_are_obeyed():
-    locked = make_host(lockdown="integrity")
-    assert loader.choose_methods("classic", locked) == ["classic"]
-    assert loader.choose_methods("file", make_host()) == ["file"]
-    assert loader.choose_methods("auto", locked, kind="preserve_context") == ["classic"]
+def test_explicit_methods_are_obeyed_where_the_host_allows_them():
+    assert policy.choose_methods("classic", make_host()) == ["classic"]
+    assert policy.choose_methods("file", make_host()) == ["file"]
+    assert policy.choose_methods("classic", make_host(secure_boot=True)) == ["classic"]  # soft: may work
+
+
+@pytest.mark.parametrize("method,state,reason", [
+    ("classic", dict(lockdown="integrity"), "kernel lockdown is integrity"),
+    ("classic", dict(lockdown="confidentiality"), "kernel lockdown is confidentiality"),
+    ("classic", dict(kexec_load_disabled=True), "kexec is disabled on this host"),
+    ("classic", dict(syscalls={"kexec_load": False, "kexec_file_load": True}), "without kexec_load"),
+    ("file", dict(syscalls={"kexec_load": True, "kexec_file_load": False}), "without kexec_file_load"),
+    ("file", dict(kexec_load_disabled=True), "kexec is disabled on this host"),
+])
+def test_explicit_method_the_host_forbids_is_refused_with_the_status_reason(method, state, reason):
+    host = make_host(**state)
+    with pytest.raises(policy.MethodError, match=reason):
+        policy.choose_methods(method, host)
+    if method == "classic" and "disabled" not in reason:
+        assert reason in loader.status(host)["classic_refused"]
+
+
+def test_auto_when_neither_syscall_can_work():
+    host = make_host(kexec_load_disabled=True)
+    with pytest.raises(policy.MethodError, match="until the next reboot; reboot it through the firmware"):
+        policy.choose_methods("auto", host)
+    assert loader.status(host)["auto_method"] is None
 
 
 # -- loading through the fake ---------------------------------------------------------------------
@@ -136,7 +164,7 @@ def test_classic_load_hands_mappings_to_kexec_load(files):
     kernel, initrd = files
     fake = sc.FakeSyscalls()
     before = open_fds()
-    report = loader.load(loader.Request(kernel, initrd, "root=/dev/vda"), fake, make_host(), stages=StubStages())
+    report = loader.load(Request(kernel, initrd, "root=/dev/vda"), fake, make_host(), stages=StubStages())
     assert open_fds() == before  # files closed again
     assert fake.names() == ["kexec_load"]
     call = fake.calls[0]
@@ -165,14 +193,14 @@ def test_segment_buffers_are_private_mappings_not_copies(files):
                     mv.release()
             return super(Spy, self)._raw_kexec_load(entry, segments, flags)
 
-    loader.load(loader.Request(kernel, initrd), Spy(), make_host(), stages=StubStages())
+    loader.load(Request(kernel, initrd), Spy(), make_host(), stages=StubStages())
     assert sorted(seen) == [("initrd", False, "mmap"), ("kernel", False, "mmap")]
 
 
 def test_crash_load_sets_on_crash_and_stays_in_region(files):
     kernel, initrd = files
     fake = sc.FakeSyscalls()
-    loader.load(loader.Request(kernel, initrd, kind="crash"), fake, make_host(), stages=StubStages())
+    loader.load(Request(kernel, initrd, kind="crash"), fake, make_host(), stages=StubStages())
     call = fake.calls[0]
     assert call["flags"] == sc.KEXEC_ARCH_X86_64 | sc.KEXEC_ON_CRASH
     for s in call["segments"]:
@@ -183,13 +211,13 @@ def test_crash_load_sets_on_crash_and_stays_in_region(files):
 def test_file_load_hands_the_files_to_kexec_file_load(files):
     kernel, initrd = files
     fake = sc.FakeSyscalls()
-    report = loader.load(loader.Request(kernel, initrd, "quiet", method="file"), fake, make_host(), stages=StubStages())
+    report = loader.load(Request(kernel, initrd, "quiet", method="file"), fake, make_host(), stages=StubStages())
     assert fake.calls == [{"call": "kexec_file_load", "flags": 0, "cmdline": "quiet",
                            "kernel_sha256": sha(kernel), "initrd_sha256": sha(initrd)}]
     assert [(s["what"], s["mem"], s["sha256"]) for s in report["segments"]] == [
         ("kernel", None, sha(kernel)), ("initrd", None, sha(initrd))]
     fake = sc.FakeSyscalls()
-    loader.load(loader.Request(kernel, None, "", kind="crash", method="file"), fake, make_host(), stages=StubStages())
+    loader.load(Request(kernel, None, "", kind="crash", method="file"), fake, make_host(), stages=StubStages())
     assert fake.calls[0]["flags"] == sc.KEXEC_FILE_ON_CRASH | sc.KEXEC_FILE_NO_INITRAMFS
     assert fake.calls[0]["initrd_sha256"] is None
 
@@ -198,7 +226,7 @@ def test_auto_on_locked_down_host_uses_file_only(files):
     kernel, initrd = files
     fake = sc.FakeSyscalls().fail("kexec_file_load", errno.ENOEXEC)
     with pytest.raises(SyscallError) as ei:
-        loader.load(loader.Request(kernel, initrd), fake, make_host(lockdown="integrity"), stages=StubStages())
+        loader.load(Request(kernel, initrd), fake, make_host(lockdown="integrity"), stages=StubStages())
     assert ei.value.errno == errno.ENOEXEC
     assert fake.names() == ["kexec_file_load"]  # classic would be refused: not tried
 
@@ -207,7 +235,7 @@ def test_auto_on_locked_down_host_uses_file_only(files):
 def test_auto_falls_back_to_classic_on_allowed_errnos(files, err):
     kernel, initrd = files
     fake = sc.FakeSyscalls().fail("kexec_file_load", err)
-    report = loader.load(loader.Request(kernel, initrd), fake, make_host(secure_boot=True), stages=StubStages())
+    report = loader.load(Request(kernel, initrd), fake, make_host(secure_boot=True), stages=StubStages())
     assert fake.names() == ["kexec_file_load", "kexec_load"]
     assert report["method"] == "classic" and report["fallback_from"]["errno"] == err
 
@@ -218,7 +246,7 @@ def test_auto_does_not_fall_back_on_other_errnos(files, err):
     kernel, initrd = files
     fake = sc.FakeSyscalls().fail("kexec_file_load", err)
     with pytest.raises(SyscallError) as ei:
-        loader.load(loader.Request(kernel, initrd), fake, make_host(secure_boot=True), stages=StubStages())
+        loader.load(Request(kernel, initrd), fake, make_host(secure_boot=True), stages=StubStages())
     assert ei.value.errno == err
     assert fake.names() == ["kexec_file_load"]
     if err in sc.SIGNATURE_ERRNOS:
@@ -231,7 +259,7 @@ def test_eperm_under_lockdown_from_file_is_a_signature_error_never_retried(files
     kernel, initrd = files
     fake = sc.FakeSyscalls().fail("kexec_file_load", errno.EPERM)
     with pytest.raises(SignatureError, match="signed"):
-        loader.load(loader.Request(kernel, initrd), fake, make_host(lockdown="integrity", secure_boot=True),
+        loader.load(Request(kernel, initrd), fake, make_host(lockdown="integrity", secure_boot=True),
                     stages=StubStages())
     assert fake.names() == ["kexec_file_load"]
 
@@ -240,7 +268,7 @@ def test_explicit_file_never_falls_back(files):
     kernel, initrd = files
     fake = sc.FakeSyscalls().fail("kexec_file_load", errno.ENOSYS)
     with pytest.raises(SyscallError):
-        loader.load(loader.Request(kernel, initrd, method="file"), fake, make_host(secure_boot=True), stages=StubStages())
+        loader.load(Request(kernel, initrd, method="file"), fake, make_host(secure_boot=True), stages=StubStages())
     assert fake.names() == ["kexec_file_load"]
 
 
@@ -248,7 +276,7 @@ def test_fallback_failure_mentions_both(files):
     kernel, initrd = files
     fake = sc.FakeSyscalls().fail("kexec_file_load", errno.ENOEXEC).fail("kexec_load", errno.EBUSY)
     with pytest.raises(SyscallError) as ei:
-        loader.load(loader.Request(kernel, initrd), fake, make_host(secure_boot=True), stages=StubStages())
+        loader.load(Request(kernel, initrd), fake, make_host(secure_boot=True), stages=StubStages())
     assert ei.value.errno == errno.EBUSY and "tried kexec_file_load first" in str(ei.value)
 
 
@@ -257,7 +285,7 @@ def test_fallback_failure_mentions_both(files):
 @pytest.mark.parametrize("method", ["classic", "file", "auto"])
 def test_any_error_before_the_syscall_means_no_call(files, tmp_path, case, method):
     kernel, initrd = files
-    req = loader.Request(kernel, initrd, method=method)
+    req = Request(kernel, initrd, method=method)
     host = make_host()
     stages = StubStages()
     environ = {}
@@ -291,13 +319,13 @@ def test_any_error_before_the_syscall_means_no_call(files, tmp_path, case, metho
 def test_plan_check_failure_lists_the_problem(files):
     kernel, initrd = files
     with pytest.raises(PlanError, match="not entirely in System RAM"):
-        loader.load(loader.Request(kernel, initrd), sc.FakeSyscalls(), make_host(), stages=StubStages("plan"))
+        loader.load(Request(kernel, initrd), sc.FakeSyscalls(), make_host(), stages=StubStages("plan"))
 
 
 def test_dry_run_hashes_but_calls_nothing(files):
     kernel, initrd = files
     fake = sc.FakeSyscalls()
-    report = loader.load(loader.Request(kernel, initrd), fake, make_host(), dry_run=True, stages=StubStages())
+    report = loader.load(Request(kernel, initrd), fake, make_host(), dry_run=True, stages=StubStages())
     assert fake.calls == []
     assert report["dry_run"] and not report["loaded"]
     assert all(len(s["sha256"]) == 64 for s in report["segments"])
@@ -306,9 +334,9 @@ def test_dry_run_hashes_but_calls_nothing(files):
 def test_corrupt_hook_flips_a_byte_after_digesting_without_touching_the_file(files):
     kernel, initrd = files
     clean = sc.FakeSyscalls()
-    loader.load(loader.Request(kernel, initrd), clean, make_host(), stages=StubStages())
+    loader.load(Request(kernel, initrd), clean, make_host(), stages=StubStages())
     dirty = sc.FakeSyscalls()
-    report = loader.load(loader.Request(kernel, initrd), dirty, make_host(), stages=StubStages(),
+    report = loader.load(Request(kernel, initrd), dirty, make_host(), stages=StubStages(),
                          environ={loader.CORRUPT_ENV: "kernel"})
     assert report["test_corrupted_segment"].startswith("kernel+")
     a, b = clean.calls[0]["segments"], dirty.calls[0]["segments"]
@@ -348,7 +376,7 @@ def test_exec_refuses_when_nothing_is_loaded(state):
 def test_exec_reboots_into_the_loaded_kernel(files):
     kernel, initrd = files
     fake = sc.FakeSyscalls()
-    loader.load(loader.Request(kernel, initrd), fake, make_host(), stages=StubStages())
+    loader.load(Request(kernel, initrd), fake, make_host(), stages=StubStages())
     loader.execute(fake, make_host(kexec_loaded=True))
     assert fake.calls[-1] == {"call": "reboot", "cmd": sc.LINUX_REBOOT_CMD_KEXEC}
 
@@ -362,12 +390,12 @@ def test_status_reports_the_auto_method():
 # -- a real Debian kernel on the recorded sysroots ------------------------------------------------
 
 @pytest.mark.parametrize("sysroot", ["seabios-pc-1g", "seabios-q35-2g-crash", "ovmf-q35-2g"])
-def test_real_kernel_plans_and_dry_runs(debian_kernels, sysroot, tmp_path):
+def test_real_kernel_plans_and_dry_runs(debian_kernels, sysroot, tmp_path, fixed_entropy):
     pkg = debian_kernels["6.1.0-56-amd64"]
     initrd = tmp_path / "initrd"
     initrd.write_bytes(b"070701" + os.urandom(1 << 20))
     host = Host.read(os.path.join(SYSROOTS, sysroot))
-    req = loader.Request(pkg.vmlinuz, str(initrd), "root=/dev/vda ro console=ttyS0", method="classic")
+    req = Request(pkg.vmlinuz, str(initrd), "root=/dev/vda ro console=ttyS0", method="classic")
     with loader.make_plan(req, host) as prep:
         assert prep.plan.check() is prep.plan
         report = prep.to_dict()
@@ -382,7 +410,7 @@ def test_real_kernel_crash_plan_stays_in_the_crash_region(debian_kernels):
     pkg = debian_kernels["6.1.0-56-amd64"]
     host = Host.read(os.path.join(SYSROOTS, "seabios-q35-2g-crash"))
     region = host.crash_region
-    req = loader.Request(pkg.vmlinuz, None, "root=/dev/vda", kind="crash", method="classic")
+    req = Request(pkg.vmlinuz, None, "root=/dev/vda", kind="crash", method="classic")
     with loader.make_plan(req, host) as prep:
         prep.plan.check()
         assert prep.flags & sc.KEXEC_ON_CRASH
@@ -399,7 +427,7 @@ def test_real_kernel_auto_on_secure_boot_sysroot_plans_file(debian_kernels):
     pkg = debian_kernels["6.1.0-56-amd64"]
     host = Host.read(os.path.join(SYSROOTS, "ovmf-q35-2g-crash-sb"))
     fake = sc.FakeSyscalls()
-    report = loader.load(loader.Request(pkg.vmlinuz, None, "quiet"), fake, host)
+    report = loader.load(Request(pkg.vmlinuz, None, "quiet"), fake, host)
     assert report["method"] == "file" and fake.names() == ["kexec_file_load"]
     assert fake.calls[0]["kernel_sha256"] == sha(pkg.vmlinuz)
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors import KexecError, PlanError
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.memmap import (
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.memmap import (
     PAGE_SIZE, RAM, MemoryMap, Range, align_down, align_up, intersect, merge, subtract,
 )
 

@@ -12,6 +12,8 @@ import pytest
 from ansible.module_utils import basic
 
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import loader
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.request import Request
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import cmdline as kcmdline
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors import KexecError
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.syscalls import FakeSyscalls
@@ -149,7 +151,7 @@ def record(sysroot, kind="normal"):
 # -- check mode -------------------------------------------------------------------------------
 
 
-def test_check_mode_returns_the_plan_and_touches_nothing(capsys, fake, sysroot, vmlinuz, initrd):
+def test_check_mode_returns_the_plan_and_touches_nothing(capsys, fake, sysroot, vmlinuz, initrd, fixed_entropy):
     res = load(capsys, fake, sysroot, check=True, kernel=vmlinuz, initrd=initrd, reuse_cmdline=True)
     assert res["changed"] is True and not res.get("failed"), res
     assert fake.calls == []
@@ -157,7 +159,7 @@ def test_check_mode_returns_the_plan_and_touches_nothing(capsys, fake, sysroot, 
     plan = res["plan"]
     # The same plan `fleetboot-kexec plan --json` prints.
     host = Host.read(sysroot)
-    request = loader.Request(vmlinuz, initrd=initrd, cmdline=loader.reuse_cmdline(host.cmdline), method="auto")
+    request = Request(vmlinuz, initrd=initrd, cmdline=kcmdline.reuse_cmdline(host.cmdline), method="auto")
     with loader.make_plan(request, host) as prep:
         expected = prep.to_dict()
     assert plan == expected
@@ -360,7 +362,7 @@ def loader_message(request, host):
 def test_not_a_kernel_fails_with_the_loaders_message(capsys, fake, sysroot, initrd):
     res = load(capsys, fake, sysroot, kernel=initrd, cmdline="root=/dev/vda")
     assert res["failed"] is True
-    assert res["msg"] == loader_message(loader.Request(initrd, cmdline="root=/dev/vda"), Host.read(sysroot))
+    assert res["msg"] == loader_message(Request(initrd, cmdline="root=/dev/vda"), Host.read(sysroot))
     assert fake.calls == [] and record(sysroot) is None
 
 
@@ -369,7 +371,7 @@ def test_crash_without_a_crash_region_fails_with_the_loaders_message(capsys, tmp
     fake = SysrootSyscalls(sysroot)
     res = load(capsys, fake, sysroot, kernel=vmlinuz, initrd=initrd, type="crash", reuse_cmdline=True)
     assert res["failed"] is True and "crashkernel=" in res["msg"], res
-    request = loader.Request(vmlinuz, initrd=initrd, cmdline="x", kind="crash")
+    request = Request(vmlinuz, initrd=initrd, cmdline="x", kind="crash")
     assert res["msg"] == loader_message(request, Host.read(sysroot))
     assert fake.calls == []
 

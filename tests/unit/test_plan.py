@@ -9,8 +9,9 @@ from hypothesis import given, settings, strategies as st
 
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors import PlanError
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.memmap import PAGE_SIZE, MemoryMap, Range
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.plan import KEXEC_SEGMENT_MAX, Plan, Segment
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.memmap import PAGE_SIZE, MemoryMap, Range
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.plan import KEXEC_SEGMENT_MAX, Plan, Segment
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch.x86_64 import ARCH as X86_64
 
 P = PAGE_SIZE
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -97,15 +98,44 @@ def test_add_segment_refusals():
 
 
 def test_destination_limit_caps_placement():
-    plan = Plan([Range(0, 1 << 50)])
+    plan = Plan([Range(0, 1 << 50)], destination_limit=(1 << 46) - 1)
     s = plan.add_segment("x", b"x", top_down=True)
     assert s.end <= (1 << 46) - 1
     plan.check()
 
 
+@pytest.mark.parametrize("la57,limit", [(False, (1 << 46) - 1), (True, (1 << 52) - 1)])
+def test_x86_64_destination_limit_follows_the_paging_mode(la57, limit):
+    host = Host(arch="x86_64", memory_map=MemoryMap([Range(0, 1 << 53)]), la57=la57, mem_total=1 << 53)
+    plan = X86_64.new_plan(host, "normal")
+    assert plan.destination_limit == limit
+    s = plan.add_segment("x", b"x", top_down=True)
+    assert s.end <= limit and (la57 or s.end < 1 << 46)
+
+
+@pytest.mark.parametrize("page_size", [4096, 16384, 65536])
+def test_every_rule_uses_the_hosts_page_size(page_size):
+    plan = Plan([Range(0, 1 << 32)], page_size=page_size, totalram_pages=(1 << 32) // page_size)
+    seg = plan.add_segment("x", b"x" * 5000, min_addr=0x3000)
+    assert seg.mem % page_size == 0 and seg.memsz == max(page_size, 8192) and seg.memsz % page_size == 0
+    plan.add_segment_at("four-k", b"y", 0x10001000, 0x1000)
+    problems = plan.problems()
+    if page_size == 4096:
+        assert problems == []
+    else:
+        assert any("'four-k'" in p and "multiples of %#x" % page_size in p for p in problems), problems
+
+
+def test_a_page_size_that_is_no_page_size_is_refused():
+    for bad in (1024, 12288):
+        with pytest.raises(PlanError, match="not a power of two"):
+            Plan([Range(0, 1 << 32)], page_size=bad)
+
+
 def test_check_lists_every_problem_in_hex():
     h = host("seabios-q35-2g-crash")
-    plan = Plan(h.memory_map, kind="crash", crash_region=h.crash_region, totalram_pages=0x1000)
+    plan = Plan(h.memory_map, kind="crash", crash_region=h.crash_region, totalram_pages=0x1000,
+                arch="x86_64", destination_limit=(1 << 46) - 1)
     plan.add_segment_at("unaligned", b"x", 0x6d000100, 0x1000)
     plan.add_segment_at("big", b"x" * 0x3000, 0x6e000000, 0x2000)
     plan.add_segment_at("first", b"x", 0x6f000000, 0x4000)

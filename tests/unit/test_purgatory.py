@@ -14,23 +14,29 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import digest as digest_mod
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import elf
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core import digest as digest_mod
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core import elf
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import purgatory as purg
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import purgatory_x86_64
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch.x86_64 import purgatory as xpurg
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch.x86_64 import reloc as xreloc
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.purgatory import linker
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.purgatory import regions
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch.x86_64 import purgatory_blob as purgatory_x86_64
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors import PlanError, PurgatoryError
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.memmap import Range
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.plan import Plan
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.memmap import Range
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.plan import Plan
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SRC = os.path.join(REPO, "purgatory", "x86_64")
+PURGATORY = os.path.join(REPO, "purgatory")
+SRC = os.path.join(PURGATORY, "x86_64")
+COMMON = os.path.join(PURGATORY, "common")
 GiB = 1 << 30
 MISMATCH = "\r\nfleetboot purgatory: sha256 mismatch in segment %d, refusing to boot\r\n"
 
 
 @pytest.fixture(scope="module")
 def obj():
-    return purg.load_object()
+    return xpurg.load_object()
 
 
 def need(tool):
@@ -42,41 +48,41 @@ def need(tool):
 # relocation math
 
 @pytest.mark.parametrize("rtype,s,a,p,value,fmt", [
-    (purg.R_X86_64_64, 0x1234_5678_9ABC_0000, 0x10, 0, 0x1234_5678_9ABC_0010, "<Q"),
-    (purg.R_X86_64_64, 0x1000, -0x2000, 0, (1 << 64) - 0x1000, "<Q"),  # wraps like the CPU would
-    (purg.R_X86_64_PC32, 0x5000, -4, 0x4000, 0xFFC, "<I"),
-    (purg.R_X86_64_PC32, 0x4000, -4, 0x5000, (-0x1004) & 0xFFFFFFFF, "<I"),
-    (purg.R_X86_64_PLT32, 0x7FFF_0000, -4, 0x10_0000, 0x7FEF_0000 - 4, "<I"),
-    (purg.R_X86_64_32, 0xFFFF_FFF0, 0xF, 0, 0xFFFF_FFFF, "<I"),
-    (purg.R_X86_64_32S, 0x7FFF_FFF0, 0xF, 0, 0x7FFF_FFFF, "<I"),
-    (purg.R_X86_64_32S, 0x10, -0x20, 0, 0xFFFF_FFF0, "<I"),
+    (xreloc.R_X86_64_64, 0x1234_5678_9ABC_0000, 0x10, 0, 0x1234_5678_9ABC_0010, "<Q"),
+    (xreloc.R_X86_64_64, 0x1000, -0x2000, 0, (1 << 64) - 0x1000, "<Q"),  # wraps like the CPU would
+    (xreloc.R_X86_64_PC32, 0x5000, -4, 0x4000, 0xFFC, "<I"),
+    (xreloc.R_X86_64_PC32, 0x4000, -4, 0x5000, (-0x1004) & 0xFFFFFFFF, "<I"),
+    (xreloc.R_X86_64_PLT32, 0x7FFF_0000, -4, 0x10_0000, 0x7FEF_0000 - 4, "<I"),
+    (xreloc.R_X86_64_32, 0xFFFF_FFF0, 0xF, 0, 0xFFFF_FFFF, "<I"),
+    (xreloc.R_X86_64_32S, 0x7FFF_FFF0, 0xF, 0, 0x7FFF_FFFF, "<I"),
+    (xreloc.R_X86_64_32S, 0x10, -0x20, 0, 0xFFFF_FFF0, "<I"),
 ])
 def test_relocation_values(rtype, s, a, p, value, fmt):
-    assert purg.relocate(rtype, s, a, p) == (value, fmt)
+    assert xreloc.relocate(rtype, s, a, p) == (value, fmt)
 
 
 @pytest.mark.parametrize("rtype,s,a,p,match", [
-    (purg.R_X86_64_PC32, 0x1_0000_0000, 0, 0, "signed 32-bit"),
-    (purg.R_X86_64_PC32, 0, -4, 0x8000_0000, "signed 32-bit"),
-    (purg.R_X86_64_PLT32, 0x2_0000_0000, -4, 0x1000, "signed 32-bit"),
-    (purg.R_X86_64_32, 0x1_0000_0000, 0, 0, "below 4 GiB"),
-    (purg.R_X86_64_32, 0x10, -0x20, 0, "unsigned 32-bit"),
-    (purg.R_X86_64_32S, 0x8000_0000, 0, 0, "below 2 GiB"),
-    (purg.R_X86_64_64, 1 << 64, 0, 0, "64 bits"),
+    (xreloc.R_X86_64_PC32, 0x1_0000_0000, 0, 0, "signed 32-bit"),
+    (xreloc.R_X86_64_PC32, 0, -4, 0x8000_0000, "signed 32-bit"),
+    (xreloc.R_X86_64_PLT32, 0x2_0000_0000, -4, 0x1000, "signed 32-bit"),
+    (xreloc.R_X86_64_32, 0x1_0000_0000, 0, 0, "below 4 GiB"),
+    (xreloc.R_X86_64_32, 0x10, -0x20, 0, "unsigned 32-bit"),
+    (xreloc.R_X86_64_32S, 0x8000_0000, 0, 0, "below 2 GiB"),
+    (xreloc.R_X86_64_64, 1 << 64, 0, 0, "64 bits"),
     (42, 0, 0, 0, "does not support"),
 ])
 def test_relocation_overflow_and_unknown_types(rtype, s, a, p, match):
     with pytest.raises(PurgatoryError, match=match):
-        purg.relocate(rtype, s, a, p)
+        xreloc.relocate(rtype, s, a, p)
 
 
 def test_pc32_limits_are_exact():
-    assert purg.relocate(purg.R_X86_64_PC32, 0x7FFF_FFFF, 0, 0)[0] == 0x7FFF_FFFF
-    assert purg.relocate(purg.R_X86_64_PC32, 0, 0, 0x8000_0000)[0] == 0x8000_0000
+    assert xreloc.relocate(xreloc.R_X86_64_PC32, 0x7FFF_FFFF, 0, 0)[0] == 0x7FFF_FFFF
+    assert xreloc.relocate(xreloc.R_X86_64_PC32, 0, 0, 0x8000_0000)[0] == 0x8000_0000
     with pytest.raises(PurgatoryError):
-        purg.relocate(purg.R_X86_64_PC32, 0x8000_0000, 0, 0)
+        xreloc.relocate(xreloc.R_X86_64_PC32, 0x8000_0000, 0, 0)
     with pytest.raises(PurgatoryError):
-        purg.relocate(purg.R_X86_64_PC32, 0, 0, 0x8000_0001)
+        xreloc.relocate(xreloc.R_X86_64_PC32, 0, 0, 0x8000_0001)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,12 +95,12 @@ def test_shipped_object_is_intact():
 
 
 def test_shipped_object_has_what_the_linker_needs(obj):
-    assert obj.relocation_types() <= {purg.R_X86_64_64, purg.R_X86_64_PC32, purg.R_X86_64_PLT32}
-    assert purg.REGION_SIZE == 48 and purg.MAX_REGIONS == 16
-    for name, size in ((purg.KERNEL_ENTRY_SYMBOL, 8), (purg.BOOT_PARAMS_SYMBOL, 8),
-                       (purg.REGIONS_SYMBOL, 16 * 48)):
+    assert obj.relocation_types() <= {xreloc.R_X86_64_64, xreloc.R_X86_64_PC32, xreloc.R_X86_64_PLT32}
+    assert regions.REGION_SIZE == 48 and regions.MAX_REGIONS == 16
+    for name, size in ((xpurg.KERNEL_ENTRY_SYMBOL, 8), (xpurg.BOOT_PARAMS_SYMBOL, 8),
+                       (regions.REGIONS_SYMBOL, 16 * 48)):
         assert obj.symbol(name).size == size
-    assert obj.symbol(purg.REGIONS_SYMBOL).value % 8 == 0  # u64 fields stay naturally aligned
+    assert obj.symbol(regions.REGIONS_SYMBOL).value % 8 == 0  # u64 fields stay naturally aligned
     with pytest.raises(PurgatoryError, match="does not define fleetboot_sha256_digest"):
         obj.symbol("fleetboot_sha256_digest")  # the single-digest layout is gone
     assert obj.symbol(purg.ENTRY_SYMBOL).type in (elf.STT_FUNC, elf.STT_NOTYPE)
@@ -141,10 +147,10 @@ def test_every_relocation_lands_where_the_psabi_says(obj, base):
             s_val = base + obj.offsets[sym.shndx] + sym.value
             place = base + obj.offsets[target.index] + rel.offset
             off = obj.offsets[target.index] + rel.offset
-            if rel.type == purg.R_X86_64_64:
+            if rel.type == xreloc.R_X86_64_64:
                 assert _read(image, off, "<Q") == s_val + rel.addend
             else:
-                assert rel.type in (purg.R_X86_64_PC32, purg.R_X86_64_PLT32)
+                assert rel.type in (xreloc.R_X86_64_PC32, xreloc.R_X86_64_PLT32)
                 assert _read(image, off, "<i") == s_val + rel.addend - place
             checked += 1
     assert checked >= 10
@@ -191,13 +197,13 @@ def test_matches_gnu_ld(obj, tmp_path):
     assert ours == theirs
     ld_elf = elf.ElfFile((tmp_path / "p.elf").read_bytes())
     by_name = {s.name: s.value for s in ld_elf.symbols()}
-    for name in (purg.ENTRY_SYMBOL, purg.REGIONS_SYMBOL, purg.KERNEL_ENTRY_SYMBOL, "stack_top"):
+    for name in (purg.ENTRY_SYMBOL, regions.REGIONS_SYMBOL, xpurg.KERNEL_ENTRY_SYMBOL, "stack_top"):
         assert by_name[name] == base + obj.symbol_offset(name)
 
 
 def test_values_need_exact_sizes(obj):
     with pytest.raises(PurgatoryError, match="is 8 bytes but the loader writes 4"):
-        obj.link(0x100000, {purg.BOOT_PARAMS_SYMBOL: b"\0" * 4})
+        obj.link(0x100000, {xpurg.BOOT_PARAMS_SYMBOL: b"\0" * 4})
     with pytest.raises(PurgatoryError, match="does not define no_such_symbol"):
         obj.link(0x100000, {"no_such_symbol": b"\0"})
     with pytest.raises(PurgatoryError, match="not aligned"):
@@ -216,15 +222,15 @@ def _compile(tmp_path, source, *flags):
 
 def test_undefined_symbol_is_refused(tmp_path):
     blob = _compile(tmp_path, "extern int missing; int use(void) { return missing; }\n")
-    o = purg.PurgatoryObject(blob)
+    o = linker.PurgatoryObject(blob, xreloc.RELOCATOR)
     with pytest.raises(PurgatoryError, match="undefined symbol 'missing'"):
         o.link(0x100000)
 
 
 def test_32bit_relocations_overflow(tmp_path):
     blob = _compile(tmp_path, "int x; int *get(void) { return &x; }\n", "-mcmodel=kernel")
-    o = purg.PurgatoryObject(blob)
-    assert purg.R_X86_64_32S in o.relocation_types()
+    o = linker.PurgatoryObject(blob, xreloc.RELOCATOR)
+    assert xreloc.R_X86_64_32S in o.relocation_types()
     o.link(0x7000_0000)  # fine below 2 GiB
     with pytest.raises(PurgatoryError, match="below 2 GiB"):
         o.link(0x8000_0000)
@@ -239,28 +245,29 @@ def test_purgatory_with_32bit_relocations_is_placed_below_2g(tmp_path):
         import build
     finally:
         sys.path.pop(0)
-    flags = [f for f in build.CFLAGS if f != "-mcmodel=large"] + ["-mcmodel=kernel"]
+    target = build.TARGETS["x86_64"]
+    flags = [f for f in target.cflags if f != "-mcmodel=large"] + ["-mcmodel=kernel", "-I", "common", "-I", "x86_64"]
     objs = []
-    for name in build.SOURCES:
-        out = str(tmp_path / (name + ".o"))
-        subprocess.run(["gcc"] + flags + ["-c", name, "-o", out], cwd=SRC, check=True)
+    for name in target.sources:
+        out = str(tmp_path / (name.replace("/", "_") + ".o"))
+        subprocess.run(["gcc"] + flags + ["-c", name, "-o", out], cwd=PURGATORY, check=True)
         objs.append(out)
     subprocess.run(["ld", "-r", "-o", str(tmp_path / "k.ro")] + objs, check=True)
-    o = purg.PurgatoryObject((tmp_path / "k.ro").read_bytes())
-    assert purg.R_X86_64_32S in o.relocation_types()
+    o = linker.PurgatoryObject((tmp_path / "k.ro").read_bytes(), xreloc.RELOCATOR)
+    assert xreloc.R_X86_64_32S in o.relocation_types()
     plan = Plan([Range(0x100000, 0xBFFE0000), Range(0x1_0000_0000, 0x4_0000_0000)])
     kernel = plan.add_segment("kernel", b"k" * 5000, min_addr=0x1000000)
-    linked = purg.link_purgatory(plan, kernel.mem + 0x200, 0x9000, obj=o)
-    assert linked.segment.end - 1 <= purg.MAX_ADDR_32BIT_RELOCS
+    linked = xpurg.link(plan, kernel.mem + 0x200, 0x9000, obj=o)
+    assert linked.segment.end - 1 <= xpurg.MAX_ADDR_32BIT_RELOCS
     # and the shipped object (64-bit/RIP-relative only) goes top-down, anywhere
     plan = Plan([Range(0x100000, 0xBFFE0000), Range(0x1_0000_0000, 0x4_0000_0000)])
     plan.add_segment("kernel", b"k" * 5000, min_addr=0x1000000)
-    assert purg.link_purgatory(plan, 0x1000200, 0x9000).segment.end == 0x4_0000_0000
+    assert xpurg.link(plan, 0x1000200, 0x9000).segment.end == 0x4_0000_0000
 
 
 def test_not_an_elf_object():
     with pytest.raises(PurgatoryError, match="not a valid ELF"):
-        purg.PurgatoryObject(b"garbage" * 10)
+        linker.PurgatoryObject(b"garbage" * 10, xreloc.RELOCATOR)
 
 
 def test_rel_and_wrong_machine_refused(tmp_path):
@@ -270,7 +277,7 @@ def test_rel_and_wrong_machine_refused(tmp_path):
     if r.returncode:
         pytest.skip("gcc -m32 unavailable")
     with pytest.raises(PurgatoryError, match="x86_64 ELF64"):
-        purg.PurgatoryObject((tmp_path / "y.o").read_bytes())
+        linker.PurgatoryObject((tmp_path / "y.o").read_bytes(), xreloc.RELOCATOR)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,15 +299,15 @@ def _linked_value(linked, name, fmt):
 
 def test_link_purgatory_normal(obj):
     plan, kernel, initrd, params = normal_plan()
-    linked = purg.link_purgatory(plan, kernel.mem + 0x200, params.mem, obj=obj)
+    linked = xpurg.link(plan, kernel.mem + 0x200, params.mem, obj=obj)
     seg = linked.segment
     assert plan.segments[-1] is seg and seg.what == "purgatory"
-    assert seg.mem >= purg.MIN_ADDR and seg.mem % 4096 == 0
+    assert seg.mem >= xpurg.MIN_ADDR and seg.mem % 4096 == 0
     assert seg.bufsz == obj.filesz and seg.memsz >= obj.size
     assert plan.entry == seg.mem + obj.symbol_offset(purg.ENTRY_SYMBOL) == linked.entry
-    assert _linked_value(linked, purg.KERNEL_ENTRY_SYMBOL, "<Q") == (kernel.mem + 0x200,)
-    assert _linked_value(linked, purg.BOOT_PARAMS_SYMBOL, "<Q") == (params.mem,)
-    raw = _linked_value(linked, purg.REGIONS_SYMBOL, "%ds" % (16 * 48))[0]
+    assert _linked_value(linked, xpurg.KERNEL_ENTRY_SYMBOL, "<Q") == (kernel.mem + 0x200,)
+    assert _linked_value(linked, xpurg.BOOT_PARAMS_SYMBOL, "<Q") == (params.mem,)
+    raw = _linked_value(linked, regions.REGIONS_SYMBOL, "%ds" % (16 * 48))[0]
     table = list(struct.iter_unpack("<QQ32s", raw))
     assert len(table) == 16
     expected = [(s.mem, s.bufsz, hashlib.sha256(bytes(s.buf)).digest()) for s in (kernel, initrd, params)]
@@ -318,31 +325,31 @@ def test_link_purgatory_crash_stays_in_crash_region(obj):
                 crash_region=crash)
     kernel = plan.add_segment("kernel", b"K" * 100000, memsz=0x1000000)
     params = plan.add_segment("boot_params", b"P" * 4096)
-    linked = purg.link_purgatory(plan, kernel.mem + 0x200, params.mem, obj=obj)
+    linked = xpurg.link(plan, kernel.mem + 0x200, params.mem, obj=obj)
     assert crash.start <= linked.segment.mem and linked.segment.end <= crash.end
     plan.check()
 
 
 def test_link_purgatory_refuses_twice_and_unfilled_segments(obj):
     plan, kernel, _initrd, params = normal_plan()
-    purg.link_purgatory(plan, kernel.mem, params.mem, obj=obj)
+    xpurg.link(plan, kernel.mem, params.mem, obj=obj)
     with pytest.raises(PurgatoryError, match="only once"):
-        purg.link_purgatory(plan, kernel.mem, params.mem, obj=obj)
+        xpurg.link(plan, kernel.mem, params.mem, obj=obj)
     plan2, kernel2, _i, params2 = normal_plan()
     plan2.reserve("elfcorehdr", 4096)
     n = len(plan2.segments)
     with pytest.raises(PurgatoryError, match="no contents yet"):
-        purg.link_purgatory(plan2, kernel2.mem, params2.mem, obj=obj)
+        xpurg.link(plan2, kernel2.mem, params2.mem, obj=obj)
     assert len(plan2.segments) == n  # nothing reserved on failure
     with pytest.raises(PurgatoryError, match="64-bit physical address"):
-        purg.link_purgatory(normal_plan()[0], -1, 0, obj=obj)
+        xpurg.link(normal_plan()[0], -1, 0, obj=obj)
 
 
 def test_link_purgatory_without_room(obj):
     plan = Plan([Range(0x100000, 0x200000)])
     plan.add_segment("kernel", b"k" * 0x100000)
     with pytest.raises(PlanError):
-        purg.link_purgatory(plan, 0x100200, 0x100000, obj=obj)
+        xpurg.link(plan, 0x100200, 0x100000, obj=obj)
 
 
 class FakeSeg:
@@ -357,29 +364,29 @@ class FakeSeg:
 
 def test_too_many_regions():
     with pytest.raises(PurgatoryError, match="holds 16"):
-        purg.region_table([FakeSeg(i) for i in range(17)])
+        regions.region_table([FakeSeg(i) for i in range(17)])
     with pytest.raises(PurgatoryError, match="holds 16"):
-        purg.pack_regions([(0, 0, bytes(32))] * 17)
-    assert len(purg.region_table([FakeSeg(i) for i in range(16)])) == 16
+        regions.pack_regions([(0, 0, bytes(32))] * 17)
+    assert len(regions.region_table([FakeSeg(i) for i in range(16)])) == 16
 
 
 def test_region_table_one_digest_per_segment():
     segs = [FakeSeg(1, b"kernel"), FakeSeg(2, b""), FakeSeg(3, b"initrd+tail", bufsz=6), FakeSeg(4, b"x")]
-    regions = purg.region_table(segs)
+    table = regions.region_table(segs)
     sha = hashlib.sha256
-    assert regions == [(4096, 6, sha(b"kernel").digest()),
-                       (8192, 0, sha(b"").digest()),  # empty: keeps its slot, purgatory skips len 0
-                       (12288, 6, sha(b"initrd").digest()),
-                       (16384, 1, sha(b"x").digest())]
+    assert table == [(4096, 6, sha(b"kernel").digest()),
+                     (8192, 0, sha(b"").digest()),  # empty: keeps its slot, purgatory skips len 0
+                     (12288, 6, sha(b"initrd").digest()),
+                     (16384, 1, sha(b"x").digest())]
     assert segs[0].remembered == [sha(b"kernel").hexdigest()]
     assert segs[2].remembered == []  # only part of the buffer is shipped: not the buffer's digest
-    packed = purg.pack_regions(regions)
+    packed = regions.pack_regions(table)
     assert len(packed) == 16 * 48
     assert packed[:48] == struct.pack("<QQ", 4096, 6) + sha(b"kernel").digest()
-    assert list(struct.iter_unpack("<QQ32s", packed))[:4] == regions
+    assert list(struct.iter_unpack("<QQ32s", packed))[:4] == table
     assert packed[4 * 48:] == bytes(12 * 48)
     with pytest.raises(PurgatoryError, match="not a sha256"):
-        purg.pack_regions([(0, 1, b"short")])
+        regions.pack_regions([(0, 1, b"short")])
 
 
 def test_plan_digests_are_the_region_digests_and_files_are_hashed_once(obj, tmp_path, monkeypatch):
@@ -401,7 +408,7 @@ def test_plan_digests_are_the_region_digests_and_files_are_hashed_once(obj, tmp_
         kernel = plan.add_segment("kernel", bytes(range(256)) * 4000, memsz=0x800000, min_addr=0x1000000)
         initrd = plan.add_segment("initrd", mapping, top_down=True, max_addr=0xFFFFFFFF)
         params = plan.add_segment("boot_params", bytearray(b"\x01" * 4096), min_addr=0x3000)
-        linked = purg.link_purgatory(plan, kernel.mem + 0x200, params.mem, obj=obj)
+        linked = xpurg.link(plan, kernel.mem + 0x200, params.mem, obj=obj)
         report = plan.to_dict()
         by_what = {s["what"]: s for s in report["segments"]}
         for seg, (start, length, sha) in zip((kernel, initrd, params), linked.regions):
@@ -420,7 +427,7 @@ def test_plan_digests_are_the_region_digests_and_files_are_hashed_once(obj, tmp_
 
 def test_default_object_is_the_shipped_one():
     plan, kernel, _initrd, params = normal_plan()
-    linked = purg.link_purgatory(plan, kernel.mem + 0x200, params.mem)
+    linked = xpurg.link(plan, kernel.mem + 0x200, params.mem)
     assert linked.object.elf.e_machine == elf.EM_X86_64
 
 
@@ -550,8 +557,9 @@ def harness(tmp_path_factory):
     d = tmp_path_factory.mktemp("harness")
     (d / "main.c").write_text(HARNESS)
     exe = d / "harness"
-    subprocess.run(["gcc", "-O2", "-std=gnu11", "-fno-builtin", "-I", SRC, "-o", str(exe), "main.c",
-                    os.path.join(SRC, "sha256.c"), os.path.join(SRC, "purgatory.c")],
+    subprocess.run(["gcc", "-O2", "-std=gnu11", "-fno-builtin", "-I", COMMON, "-I", SRC, "-o", str(exe), "main.c",
+                    os.path.join(COMMON, "sha256.c"), os.path.join(COMMON, "purgatory.c"),
+                    os.path.join(SRC, "console.c")],
                    cwd=str(d), check=True)
     return str(exe)
 
@@ -583,7 +591,7 @@ def _verify_with_c(harness, datas, digests=None, shipped=None):
     if digests is None:
         digests = [hashlib.sha256(d).digest() for d in datas]
     shipped = datas if shipped is None else shipped
-    table = purg.pack_regions([(0, len(d), h) for d, h in zip(datas, digests)])
+    table = regions.pack_regions([(0, len(d), h) for d, h in zip(datas, digests)])
     payload = struct.pack("<Q", 1) + table + b"".join(s for s in shipped if s)
     return subprocess.run([harness], input=payload, capture_output=True, check=False, timeout=60)
 
@@ -652,8 +660,8 @@ def test_c_verify_wrong_digest_names_first_bad_region(harness):
 def test_c_verify_against_a_linked_plan(harness, obj):
     """End to end on the host: the table link_purgatory wrote, read back from the linked image."""
     plan, kernel, initrd, params = normal_plan()
-    linked = purg.link_purgatory(plan, kernel.mem + 0x200, params.mem, obj=obj)
-    off = obj.symbol_offset(purg.REGIONS_SYMBOL)
+    linked = xpurg.link(plan, kernel.mem + 0x200, params.mem, obj=obj)
+    off = obj.symbol_offset(regions.REGIONS_SYMBOL)
     table = bytes(linked.segment.buf[off:off + 16 * 48])
     datas = [bytes(s.buf) for s in (kernel, initrd, params)]
     payload = struct.pack("<Q", 1) + table + b"".join(datas)
@@ -674,8 +682,8 @@ def test_fuzzed_objects_only_raise_purgatory_error(data):
         pos = data.draw(st.integers(0, len(blob) - 1))
         blob[pos] = data.draw(st.integers(0, 255))
     try:
-        o = purg.PurgatoryObject(bytes(blob))
-        o.link(0x1000_0000, {purg.BOOT_PARAMS_SYMBOL: b"\1" * 8})
+        o = linker.PurgatoryObject(bytes(blob), xreloc.RELOCATOR)
+        o.link(0x1000_0000, {xpurg.BOOT_PARAMS_SYMBOL: b"\1" * 8})
     except PurgatoryError:
         pass
 
@@ -686,4 +694,4 @@ def test_absurd_alignment_is_refused():
     data_sec = f.section_by_name(".data")
     struct.pack_into("<Q", blob, f.e_shoff + data_sec.index * 64 + 48, 1 << 62)  # sh_addralign
     with pytest.raises(PurgatoryError, match="not a purgatory"):
-        purg.PurgatoryObject(bytes(blob))
+        linker.PurgatoryObject(bytes(blob), xreloc.RELOCATOR)

@@ -10,10 +10,19 @@ import struct
 
 import pytest
 
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import vmcore
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.dump import vmcore
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch import vmcore_memory
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.dump import printk
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch.x86_64.pagewalk import X86_64Memory
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors import KexecError
 
 from tests.unit import vmcore_builder as vb
+
+
+def kernel_log(path):
+    """The kernel log of a dump, read through the architecture its core names."""
+    return printk.kernel_log(path, vmcore_memory)
+
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "vmcore")
 
@@ -77,7 +86,7 @@ def test_phys_reads_across_segments_and_memsz_zeros(tmp_path):
     ({4: 1}, "32-bit little-endian ELF"),
     ({5: 2}, "64-bit big-endian"),
     ({16: 2}, "type 2, not a core"),
-    ({18: 183}, "machine 183; only x86_64"),
+    ({18: 8}, "ELF machine 8; only aarch64, ppc64le, x86_64"),
     ({0: 0x7e}, "not an ELF core"),
 ])
 def test_refuses_other_formats(tmp_path, patch, message):
@@ -117,7 +126,7 @@ def test_page_walk_page_sizes_and_levels(tmp_path, levels, page_size):
     kernel.mem.write(0x1401ff0 if page_size <= (2 << 20) else 0x1401ff0, marker)
     path = vb.write_core(str(tmp_path / "c"), kernel)
     with vmcore.ElfCore(path) as core:
-        mem = vmcore.X86_64Memory(core, core.vmcoreinfo())
+        mem = X86_64Memory(core, core.vmcoreinfo())
         assert mem.levels == levels
         addr = vaddr + 0x1ff0 + (0x1400000 if page_size == 1 << 30 else 0)
         assert mem.vtop(addr) == 0x1401ff0
@@ -133,7 +142,7 @@ def test_kernel_image_uses_phys_base_not_kerneloffset(tmp_path):
     kernel.info["KERNELOFFSET"] = "12345000"  # the virtual slide; must not shift the translation
     path = vb.write_core(str(tmp_path / "c"), kernel)
     with vmcore.ElfCore(path) as core:
-        mem = vmcore.X86_64Memory(core, core.vmcoreinfo())
+        mem = X86_64Memory(core, core.vmcoreinfo())
         assert mem.vtop(vaddr) == paddr
         assert mem.read(vaddr, 16) == b"image variable!!"
 
@@ -143,13 +152,13 @@ def test_translation_needs_phys_base_and_init_top_pgt(tmp_path):
     del kernel.info["SYMBOL(init_top_pgt)"]
     path = vb.write_core(str(tmp_path / "c"), kernel)
     with vmcore.ElfCore(path) as core:
-        mem = vmcore.X86_64Memory(core, core.vmcoreinfo())
+        mem = X86_64Memory(core, core.vmcoreinfo())
         with pytest.raises(vmcore.VmcoreError, match=r"lacks SYMBOL\(init_top_pgt\)"):
             mem.vtop(0xffff888000001000)
     del kernel.info["NUMBER(phys_base)"]
     path = vb.write_core(str(tmp_path / "d"), kernel)
     with vmcore.ElfCore(path) as core, pytest.raises(vmcore.VmcoreError, match=r"lacks NUMBER\(phys_base\)"):
-        vmcore.X86_64Memory(core, core.vmcoreinfo())
+        X86_64Memory(core, core.vmcoreinfo())
 
 
 # ---- the lockless printk ringbuffer -----------------------------------------------------------
@@ -158,7 +167,7 @@ def test_translation_needs_phys_base_and_init_top_pgt(tmp_path):
 def test_log_where_the_ring_lives(tmp_path, where):
     ring = filled_ring(10, count_bits=5, size_bits=10)
     path, dummy = build(tmp_path, ring, where=where)
-    log = vmcore.kernel_log(path)
+    log = kernel_log(path)
     assert log["format"] == "lockless" and log["osrelease"] == "6.1.0-test"
     assert [(r["seq"], r["ts_nsec"], r["text"].encode()) for r in log["records"]] == ring.expected()
     assert len(log["records"]) == 10
@@ -169,7 +178,7 @@ def test_log_where_the_ring_lives(tmp_path, where):
 def test_log_wraps_data_and_descriptor_rings(tmp_path, exact_end_wraps, n):
     ring = filled_ring(n, count_bits=4, size_bits=9, exact_end_wraps=exact_end_wraps)
     path, dummy = build(tmp_path, ring)
-    log = vmcore.kernel_log(path)
+    log = kernel_log(path)
     got = [(r["seq"], r["ts_nsec"], r["text"].encode()) for r in log["records"]]
     assert got == ring.expected()
     assert got[-1][0] == n - 1 and got[-1][2].startswith(b"message %d " % (n - 1))
@@ -195,7 +204,7 @@ def test_states_dataless_and_failed_records(tmp_path):
     ring.add(b"being written", 5000, state=vb.RESERVED)
     ring.add(b"last", 6000)
     path, dummy = build(tmp_path, ring)
-    log = vmcore.kernel_log(path)
+    log = kernel_log(path)
     assert texts(log) == ["first", "", "committed", "last"]
     assert log["skipped"] == {"missing": 0, "reserved": 1, "reusable": 1, "invalid": 1}
     assert log["dmesg"] == "[    0.000001] first\n[    0.000002] \n[    0.000004] committed\n[    0.000006] last\n"
@@ -208,7 +217,7 @@ def test_overwritten_descriptor_and_reused_block_are_skipped(tmp_path):
     descs = int(info.entries["SYMBOL(prb)"], 16)  # just to prove keys exist; layout offsets below
     assert descs
     with vmcore.ElfCore(path) as core:
-        mem = vmcore.X86_64Memory(core, core.vmcoreinfo())
+        mem = X86_64Memory(core, core.vmcoreinfo())
         rb = mem.u64(core.vmcoreinfo().symbol("prb"))
         desc_base = mem.u64(rb + 8)
         data_base = mem.u64(rb + 48 + 8)
@@ -220,7 +229,7 @@ def test_overwritten_descriptor_and_reused_block_are_skipped(tmp_path):
     struct.pack_into("<Q", raw, desc_off, (vb.FINALIZED << 62) | ((second.id + 16) & vb.ID_MASK))  # a newer id
     struct.pack_into("<Q", raw, block_off, third.id + 1)  # the block now belongs to someone else
     open(path, "wb").write(bytes(raw))
-    log = vmcore.kernel_log(path)
+    log = kernel_log(path)
     assert log["skipped"]["missing"] == 1 and log["skipped"]["invalid"] == 1
     assert texts(log) == [t.decode() for s, ts, t in ring.expected() if t not in (second.text, third.text)]
 
@@ -234,7 +243,7 @@ def test_layout_comes_from_vmcoreinfo(tmp_path):
               "OFFSET(prb_desc_ring.tail_id)": 48}
     ring = filled_ring(25, count_bits=4, size_bits=9)
     path, dummy = build(tmp_path, ring, layout=layout)
-    log = vmcore.kernel_log(path)
+    log = kernel_log(path)
     assert [(r["seq"], r["ts_nsec"], r["text"].encode()) for r in log["records"]] == ring.expected()
     assert log["records"][-1]["caller"] == "T124"
 
@@ -242,9 +251,9 @@ def test_layout_comes_from_vmcoreinfo(tmp_path):
 def test_dmesg_format_caller_and_escapes():
     records = [{"ts_nsec": 123456789012, "text": "a\x1b[31mred\tb\nsecond line é"},
                {"ts_nsec": 999, "text": ""}, {"ts_nsec": 100000 * 10 ** 9, "text": "late"}]
-    assert vmcore.format_dmesg(records) == ("[  123.456789] a\\x1b[31mred\tb\nsecond line é\n[    0.000000] \n"
+    assert printk.format_dmesg(records) == ("[  123.456789] a\\x1b[31mred\tb\nsecond line é\n[    0.000000] \n"
                                             "[100000.000000] late\n")
-    assert vmcore._caller(0x80000003) == "C3" and vmcore._caller(42) == "T42"
+    assert printk._caller(0x80000003) == "C3" and printk._caller(42) == "T42"
 
 
 def test_missing_keys_are_named(tmp_path):
@@ -254,19 +263,19 @@ def test_missing_keys_are_named(tmp_path):
     del kernel.info["SIZE(prb_desc)"]
     path = vb.write_core(str(tmp_path / "d"), kernel)
     with pytest.raises(vmcore.VmcoreError, match=r"lacks SIZE\(prb_desc\), OFFSET\(printk_info.caller_id\)"):
-        vmcore.kernel_log(path)
+        kernel_log(path)
     for key in [k for k in kernel.info if "prb" in k]:
         del kernel.info[key]
     path = vb.write_core(str(tmp_path / "e"), kernel)
     with pytest.raises(vmcore.VmcoreError, match=r"neither SYMBOL\(prb\).*nor SYMBOL\(log_buf\)"):
-        vmcore.kernel_log(path)
+        kernel_log(path)
 
 
 def test_corrupt_ring_headers_raise_vmcore_errors(tmp_path):
     ring = filled_ring(20, count_bits=4, size_bits=9)
     path, dummy = build(tmp_path, ring, where="image")
     with vmcore.ElfCore(path) as core:
-        mem = vmcore.X86_64Memory(core, core.vmcoreinfo())
+        mem = X86_64Memory(core, core.vmcoreinfo())
         rb = mem.vtop(mem.u64(core.vmcoreinfo().symbol("prb")))
         rb_off = core.loads[0][1] + rb - core.loads[0][0]
     good = open(path, "rb").read()
@@ -277,7 +286,7 @@ def test_corrupt_ring_headers_raise_vmcore_errors(tmp_path):
         struct.pack_into(fmt, raw, rb_off + offset, value)
         open(path, "wb").write(bytes(raw))
         with pytest.raises(vmcore.VmcoreError, match=message):
-            vmcore.kernel_log(path)
+            kernel_log(path)
 
 
 def test_random_corruption_only_raises_kexec_errors(tmp_path):
@@ -295,7 +304,7 @@ def test_random_corruption_only_raises_kexec_errors(tmp_path):
             raw[rnd.randrange(span)] = rnd.randrange(256)
         open(path, "wb").write(bytes(raw))
         try:
-            vmcore.kernel_log(path)
+            kernel_log(path)
             outcomes.add("read")
         except KexecError:
             outcomes.add("refused")
@@ -331,7 +340,7 @@ def test_legacy_log_buf_with_wrap(tmp_path):
     _legacy(kernel, [(400, 5000, b"old one" * 3), (440, 6000, b"old two"), (0, 7000, b"new one"), (24, 8000, b"new two")],
             first=400, nxt=48)
     path = vb.write_core(str(tmp_path / "c"), kernel)
-    log = vmcore.kernel_log(path)
+    log = kernel_log(path)
     assert log["format"] == "legacy"
     assert texts(log) == ["old oneold oneold one", "old two", "new one", "new two"]
     assert log["dmesg"].splitlines()[-1] == "[    0.000008] new two"
@@ -342,7 +351,7 @@ def test_legacy_log_buf_corrupt(tmp_path):
     _legacy(kernel, [(0, 1, b"x" * 8)], first=0, nxt=200)  # next index past every record
     path = vb.write_core(str(tmp_path / "c"), kernel)
     with pytest.raises(vmcore.VmcoreError, match="log buffer looks corrupt"):
-        vmcore.kernel_log(path)
+        kernel_log(path)
 
 
 # ---- a real crash -----------------------------------------------------------------------------
@@ -356,7 +365,7 @@ def real_core(tmp_path_factory):
 
 
 def test_real_crash_log_matches_the_console(real_core):
-    log = vmcore.kernel_log(real_core)
+    log = kernel_log(real_core)
     lines = log["dmesg"].splitlines()
     with open(os.path.join(FIXTURES, "debian-6.1.0-54-sysrq.console.txt"), encoding="utf-8") as f:
         console = f.read().splitlines()
@@ -370,7 +379,7 @@ def test_real_crash_log_matches_the_console(real_core):
 def test_real_crash_page_walk_agrees_with_phys_base(real_core):
     with vmcore.ElfCore(real_core) as core:
         info = core.vmcoreinfo()
-        mem = vmcore.X86_64Memory(core, info)
+        mem = X86_64Memory(core, info)
         prb = info.symbol("prb")
         assert mem._walk(prb) == mem.vtop(prb) == 0x432643e0
         assert mem.vtop(info.symbol("mem_section")) == 0x7ffd5000  # direct map, through the page tables

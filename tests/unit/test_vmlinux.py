@@ -10,20 +10,21 @@ import sys
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import bootparams as bp
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import elf as kelf
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch.x86_64 import bootparams as bp
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core import elf as kelf
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors import ImageFormatError
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.image import (
-    BzImage, SetupHeader, Vmlinux, probe_image)
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.image import decompress as dc
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.plan import Plan
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch.x86_64 import ARCH as X86_64
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch.x86_64.bzimage import BzImage, SetupHeader, extract_vmlinux
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch.x86_64.vmlinux import Vmlinux
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core import decompress as dc
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.plan import Plan
 
 
 @pytest.fixture(scope="session")
 def vmlinux(kernel, vmlinuz, vmlinux_cache):
     """The vmlinux ELF decompressed from the test kernel (once per session)."""
     if kernel.version not in vmlinux_cache:
-        vmlinux_cache[kernel.version] = dc.extract_vmlinux(vmlinuz)
+        vmlinux_cache[kernel.version] = extract_vmlinux(vmlinuz)
     return vmlinux_cache[kernel.version]
 
 
@@ -65,7 +66,7 @@ def test_extracted_vmlinux_is_sane_elf(kernel, vmlinuz, vmlinux):
 
 def test_vmlinux_probe_and_load(vmlinux, qemu_host):
     assert Vmlinux.probe(vmlinux) and not BzImage.probe(vmlinux)
-    assert probe_image(vmlinux) is Vmlinux
+    assert X86_64.probe(vmlinux) is Vmlinux
     plan = Plan(qemu_host.memory_map)
     initrd = b"\x07" * 300000
     li = Vmlinux.load(vmlinux, initrd, "console=ttyS0", qemu_host, plan)
@@ -168,4 +169,4 @@ def test_rebuilt_gzip_bzimage_extracts(vmlinuz, vmlinux):
     data += bytes(-len(data) % 16)  # syssize counts whole paragraphs
     struct.pack_into("<I", data, 0x1F4, (len(data) - h.setup_size + 15) // 16)
     assert dc.detect(BzImage.parse(data).payload_view()) == "gzip"
-    assert dc.extract_vmlinux(data) == vmlinux
+    assert extract_vmlinux(data) == vmlinux

@@ -1,3 +1,6 @@
+# -*- coding: utf-8 -*-
+# Copyright: fleetboot.kexec developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Host-side command line for the loader (stdlib only, Python 3.8+).
 
     python3 -m <package>.cli plan|load|unload|exec|status|save-vmcore|dmesg [options]
@@ -5,8 +8,8 @@
 ``plan`` needs no root: it prints where every segment would go.  ``load --dry-run`` does every
 step, hashing included, except the syscall.  ``exec`` jumps into the loaded kernel at once, like
 ``kexec -e`` (file systems are synced, services are *not* stopped: prefer ``systemctl kexec``).
-``load --crash`` loads the capture kernel (see crash.py); ``save-vmcore`` and ``dmesg`` run in that
-capture kernel after a panic (see capture.py and vmcore.py).
+``load --crash`` loads the capture kernel (see crash/ and arch/<arch>/crash.py); ``save-vmcore`` and
+``dmesg`` run in that capture kernel after a panic (see dump/).
 Errors a user can cause print one message on stderr and exit 1; usage errors exit 2.
 """
 
@@ -20,11 +23,13 @@ import os
 import sys
 import traceback
 
-from .errors import KexecError
-from . import capture as _capture
-from . import crash as _crash
+from . import arch as _arch
+from . import cmdline as _cmdline
 from . import loader as _loader
 from . import syscalls as _sc
+from .dump import save as _capture
+from .errors import KexecError
+from .request import METHODS, Request
 
 PROG = "fleetboot-kexec"
 
@@ -47,7 +52,7 @@ def _parser():
     image.add_argument("--reuse-cmdline", action="store_true",
                        help="start from the running kernel's /proc/cmdline, minus BOOT_IMAGE= and "
                             "crash-only options (elfcorehdr=; crashkernel= too for --crash)")
-    image.add_argument("--method", choices=_loader.METHODS, default="auto",
+    image.add_argument("--method", choices=METHODS, default="auto",
                        help="classic = kexec_load, file = kexec_file_load, auto picks (default)")
 
     kind = argparse.ArgumentParser(add_help=False)
@@ -55,8 +60,8 @@ def _parser():
 
     capture = argparse.ArgumentParser(add_help=False)
     capture.add_argument("--capture-options", metavar="OPTIONS", default=None,
-                         help="added to a crash kernel's command line unless already there (default "
-                              "%r; '' for none)" % _crash.DEFAULT_CAPTURE_OPTIONS)
+                         help="added to a crash kernel's command line unless already there (default: "
+                              "the architecture's, %r on x86_64; '' for none)" % _arch.X86_64.capture_options)
 
     ap = argparse.ArgumentParser(prog=PROG, description="Userspace kexec loader of fleetboot.kexec.")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
@@ -67,7 +72,7 @@ def _parser():
     p.add_argument("--dry-run", action="store_true",
                    help="every step (planning, purgatory, hashing) except the syscall")
     p = sub.add_parser("unload", parents=[common, kind], help="unload the loaded kernel")
-    p.add_argument("--method", choices=_loader.METHODS, default="auto")
+    p.add_argument("--method", choices=METHODS, default="auto")
     sub.add_parser("exec", parents=[common], help="jump into the loaded kernel now (like kexec -e)")
     sub.add_parser("status", parents=[common], help="what is loaded, lockdown, crash region, method")
     _capture.add_parsers(sub)  # save-vmcore, dmesg: run in the capture kernel
@@ -81,14 +86,15 @@ def request_from_args(args, host):
         current = getattr(host, "cmdline", None)
         if current is None:
             raise KexecError("--reuse-cmdline: cannot read proc/cmdline under %s" % args.sysroot)
-        cmdline = _loader.join_cmdline(_loader.reuse_cmdline(current, kind), args.append)
+        cmdline = _cmdline.join_cmdline(_cmdline.reuse_cmdline(current, kind), args.append)
     if kind == "crash":
         options = args.capture_options
-        cmdline = _crash.add_capture_options(cmdline, _crash.DEFAULT_CAPTURE_OPTIONS if options is None else options)
+        if options is None:
+            options = _arch.for_host(host).capture_options
+        cmdline = _cmdline.add_capture_options(cmdline, options)
     elif args.capture_options is not None:
         raise KexecError("--capture-options applies to crash kernels only; add --crash")
-    return _loader.Request(args.kernel, initrd=args.initrd, cmdline=cmdline, kind=kind,
-                           method=args.method)
+    return Request(args.kernel, initrd=args.initrd, cmdline=cmdline, kind=kind, method=args.method)
 
 
 def _say(stream, text):

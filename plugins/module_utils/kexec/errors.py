@@ -1,3 +1,6 @@
+# -*- coding: utf-8 -*-
+# Copyright: fleetboot.kexec developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Errors a user can cause. Each says what was wrong and what to do.
 
 Modules turn any KexecError into fail_json(msg=str(err)); the CLI prints it and exits 1.

@@ -1,15 +1,12 @@
-"""Orchestration: request -> host -> image -> plan -> purgatory -> check -> syscall.
+# -*- coding: utf-8 -*-
+# Copyright: fleetboot.kexec developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Orchestration only: request -> host -> image -> plan -> purgatory -> check -> syscall.
 
-Everything before the syscall only reads: files are opened and mapped once (``mmap.ACCESS_COPY``,
-private copy-on-write, so ctypes can take their address and nothing is copied), the plan is built
-and checked, purgatory is linked.  Only then does one syscall (or, for method auto, at most one
-fallback) touch the kernel, so any KexecError raised before it leaves the host as it was.
-
-Method ``auto``: kexec_load when the host permits it; kexec_file_load when lockdown, Secure Boot or
-kexec_load_disabled forbid kexec_load (or the kernel was built without it).  A kexec_file_load that
-fails because the kernel cannot do it for this image (ENOSYS, EINVAL, ENOEXEC, EOPNOTSUPP) falls
-back to kexec_load when that is permitted; a refused signature never falls back: that refusal is
-the security policy working.
+Everything before the syscall only reads: files are opened and mapped once (core/mapped.py), the
+architecture (arch/) builds the plan and links its purgatory, the plan is checked against the
+kernel's rules.  Only then does one syscall (or, for method auto, at most one fallback, see
+policy.py) touch the kernel, so any KexecError raised before it leaves the host as it was.
 
 Test-only hook: ``FLEETBOOT_TEST_CORRUPT_SEGMENT=<what>`` (e.g. ``kernel``) flips one byte of that
 segment (in a private copy) *after* purgatory recorded its digests, so the lab can prove purgatory
@@ -21,112 +18,24 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import errno as _errno
-import gc
 import hashlib
 import mmap
 import os
-import stat
 import sys
 import traceback
 
-from .errors import HostError, ImageFormatError, KexecError, PlanError, SignatureError, SyscallError
-from . import syscalls as _sc
-from .image.initramfs import check_initramfs
+from . import arch as _arch
+from .core.entropy import kernel_random
+from .core.initramfs import check_initramfs
+from .core.mapped import MappedFile
+from .crash.fit import check_fits
+from .errors import HostError, KexecError, PlanError, SignatureError, SyscallError
+from .host import Host
+from .policy import MethodError, choose_methods, classic_refusal, may_fall_back
+from .syscalls import numbers as _nr
+from .syscalls.base import buffer_sha256
 
-KINDS = ("normal", "crash", "preserve_context")
-METHODS = ("auto", "classic", "file")
 CORRUPT_ENV = "FLEETBOOT_TEST_CORRUPT_SEGMENT"
-
-# Options that describe the *running* kernel's crash setup or boot loader, not the next kernel.
-REUSE_DROP = ("BOOT_IMAGE=", "crashkernel=", "elfcorehdr=", "kexec_jump_back_entry=")
-
-
-class Request:
-    """What to load: a plain value (paths, command line, kind, method)."""
-
-    __slots__ = ("kernel", "initrd", "cmdline", "kind", "method")
-
-    def __init__(self, kernel, initrd=None, cmdline="", kind="normal", method="auto"):
-        if kind not in KINDS:
-            raise KexecError("unknown kind %r: use one of %s" % (kind, ", ".join(KINDS)))
-        if method not in METHODS:
-            raise KexecError("unknown method %r: use one of %s" % (method, ", ".join(METHODS)))
-        if kind == "preserve_context" and method == "file":
-            raise KexecError("kexec_file_load cannot preserve context (kexec jump); use --method classic")
-        if not kernel:
-            raise KexecError("no kernel given; pass --kernel /boot/vmlinuz-<version>")
-        self.kernel = kernel
-        self.initrd = initrd or None
-        self.cmdline = cmdline or ""
-        self.kind = kind
-        self.method = method
-
-    def replace(self, **changes):
-        fields = self.to_dict()
-        fields.update(changes)
-        return Request(**fields)
-
-    def to_dict(self):
-        return {"kernel": self.kernel, "initrd": self.initrd, "cmdline": self.cmdline,
-                "kind": self.kind, "method": self.method}
-
-    def __eq__(self, other):
-        return isinstance(other, Request) and self.to_dict() == other.to_dict()
-
-    def __ne__(self, other):
-        return not self == other
-
-    __hash__ = None
-
-    def __repr__(self):
-        return "Request(%s)" % ", ".join("%s=%r" % kv for kv in sorted(self.to_dict().items()))
-
-
-# --------------------------------------------------------------------------------------------
-# command lines
-
-
-def split_cmdline(text):
-    """Split a kernel command line into words, keeping double-quoted values together
-    (``foo="a b"`` is one word), the way the kernel's next_arg() does."""
-    words, cur, quoted, started = [], [], False, False
-    for ch in text or "":
-        if ch == '"':
-            quoted = not quoted
-            cur.append(ch)
-            started = True
-        elif ch.isspace() and not quoted:
-            if started:
-                words.append("".join(cur))
-                cur, started = [], False
-        else:
-            cur.append(ch)
-            started = True
-    if started:
-        words.append("".join(cur))
-    return words
-
-
-def reuse_cmdline(current, kind="normal"):
-    """The running kernel's command line minus what only describes this boot: BOOT_IMAGE= (the
-    boot loader's), crashkernel= (a crash kernel must not reserve again; a normal kernel gets it
-    back from the running one below only when kind is normal), elfcorehdr=, kexec_jump_back_entry=."""
-    out = []
-    for word in split_cmdline(current):
-        if any(word.startswith(p) for p in REUSE_DROP):
-            if kind == "normal" and word.startswith("crashkernel="):
-                out.append(word)  # the next normal kernel should reserve the crash region again
-            continue
-        out.append(word)
-    return " ".join(out)
-
-
-def join_cmdline(*parts):
-    return " ".join(p.strip() for p in parts if p and p.strip())
-
-
-# --------------------------------------------------------------------------------------------
-# method selection
 
 
 def _get(host, name, default=None):
@@ -137,149 +46,50 @@ def _get(host, name, default=None):
     return getattr(host, name, default)
 
 
-def classic_refusal(host):
-    """(reason, hard) why kexec_load would be refused on ``host``, or (None, False).
-
-    hard: the kernel will certainly refuse it (lockdown, kexec_load_disabled, not built in), so
-    falling back to it is pointless.  Secure Boot without lockdown is soft: kexec_file_load is
-    preferred there, but kexec_load may still work if the former cannot load the image.
-    """
-    if _get(host, "kexec_load_disabled"):
-        return "kexec_load_disabled is set", True
-    lockdown = _sc.lockdown_mode(host)
-    if lockdown in ("integrity", "confidentiality"):
-        return "kernel lockdown is %s" % lockdown, True
-    available = _get(host, "syscalls") or {}
-    if available.get("kexec_load") is False and available.get("kexec_file_load"):
-        return "the kernel is built without kexec_load (CONFIG_KEXEC)", True
-    if _get(host, "secure_boot"):
-        return "Secure Boot is enabled", False
-    return None, False
-
-
-def choose_methods(request_method, host, kind="normal"):
-    """Ordered list of methods to try for ``request_method`` on ``host``; the first is the plan's.
-
-    classic/file: just that one.  auto: classic when permitted; else file, followed by classic
-    when the refusal is soft.  preserve_context only exists for classic.
-    """
-    if request_method in ("classic", "file"):
-        return [request_method]
-    if kind == "preserve_context":
-        return ["classic"]
-    reason, hard = classic_refusal(host)
-    if reason is None:
-        return ["classic"]
-    return ["file"] if hard else ["file", "classic"]
-
-
-def may_fall_back(err):
-    """True when a failed kexec_file_load may be retried with kexec_load."""
-    if isinstance(err, SignatureError):
-        return False
-    return getattr(err, "errno", None) in _sc.FALLBACK_ERRNOS
-
-
 # --------------------------------------------------------------------------------------------
-# stages (real modules by default; tests may pass stand-ins)
+# stages (the architecture's by default; tests may pass stand-ins)
 
 
 class Stages:
-    """The pipeline's steps, resolved lazily so a missing optional module only matters when used."""
+    """The pipeline's steps, each delegated to the host's architecture package.
+
+    ``entropy(n)`` is where the next kernel's RNG seed comes from: fresh bytes from the running
+    kernel (core/entropy.py); tests that compare two plans byte for byte give a fixed source.
+    """
+
+    entropy = staticmethod(kernel_random)
 
     def read_host(self, sysroot):
-        from .host import Host
         return Host.read(sysroot)
 
+    def arch(self, host):
+        return _arch.for_host(host)
+
     def new_plan(self, host, kind, method="classic"):
-        from .plan import Plan
-        return Plan(_get(host, "memory_map"), kind=kind, crash_region=_get(host, "crash_region"),
-                    arch=_sc.normalize_arch(_get(host, "arch")), method=method,
-                    totalram_pages=_get(host, "totalram_pages"))
+        return self.arch(host).new_plan(host, kind, method)
 
-    def image_format(self, buf, arch="x86_64"):
-        """The format class (with load()) that recognises ``buf``; ImageFormatError otherwise."""
-        from .image import probe_image
-        return probe_image(buf, arch=arch)
+    def load_image(self, buf, initrd, cmdline, host, plan, crash=None):
+        """Place the image's segments (probe, parse, boot data); ``crash`` is the CrashSetup."""
+        return self.arch(host).load_image(buf, initrd, cmdline, host, plan, crash=crash, entropy=self.entropy)
 
-    def load_image(self, buf, initrd, cmdline, host, plan, memory_map=None):
-        """Place the image's segments; ``memory_map`` (crash loads) is what its e820 shows."""
-        arch = _sc.normalize_arch(_get(host, "arch") or "x86_64")
-        return self.image_format(buf, arch).load(buf, initrd, cmdline, host, plan, memory_map=memory_map)
-
-    def kernel_need(self, buf, arch="x86_64"):
-        """Bytes the kernel occupies once loaded: a bzImage's init_size (it decompresses in
-        place), else the file's size."""
-        try:
-            image = self.image_format(buf, arch).parse(buf)
-        except (KexecError, AttributeError):
-            return len(buf)
-        header = getattr(image, "header", None)
-        return max(getattr(header, "init_size", 0) or 0, len(buf))
+    def kernel_need(self, buf, host):
+        """Bytes the kernel occupies once loaded (a bzImage's init_size, else the file's size)."""
+        return self.arch(host).kernel_need(buf)
 
     def crash_setup(self, plan, host, cmdline):
-        """Core header, backup copy and capture memory map for a classic crash load (crash.py)."""
-        from . import crash as _crash
-        return _crash.prepare(plan, host, cmdline)
+        """Core header and whatever else the capture kernel needs (arch/<arch>/crash.py)."""
+        return self.arch(host).prepare_crash(plan, host, cmdline)
 
-    def link_purgatory(self, plan, image, backup=None):
+    def link_purgatory(self, plan, image, host, crash=None):
         """Link purgatory over every segment already in ``plan``; sets plan.entry."""
-        from .purgatory import link_purgatory
-        entry = getattr(image, "entry64", None)
-        if entry is None:
-            entry = getattr(image, "entry", None)
-        return link_purgatory(plan, entry, getattr(image, "boot_params_addr", None), backup=backup)
+        return self.arch(host).link_purgatory(plan, image, crash=crash)
 
 
 DEFAULT_STAGES = Stages()
 
 
 # --------------------------------------------------------------------------------------------
-# files
-
-
-class MappedFile:
-    """A file opened once and mapped private copy-on-write (ACCESS_COPY): writable for ctypes,
-    never copied unless written (only the test-only corruption hook writes)."""
-
-    def __init__(self, path, what):
-        self.path = path
-        self.what = what
-        self.fd = None
-        self.map = None
-        try:
-            self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-            st = os.fstat(self.fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise ImageFormatError("%s %s is not a regular file; pass the image file itself" % (what, path))
-            if st.st_size == 0:
-                raise ImageFormatError("%s %s is empty; pass a non-empty file" % (what, path))
-            self.size = st.st_size
-            self.map = mmap.mmap(self.fd, 0, access=mmap.ACCESS_COPY)
-        except OSError as e:
-            self.close()
-            raise ImageFormatError("cannot read %s %s: %s; check the path and permissions"
-                                   % (what, path, e.strerror or e))
-        except KexecError:
-            self.close()
-            raise
-
-    def close(self):
-        if self.map is not None:
-            try:
-                self.map.close()
-            except BufferError:
-                # A view still exports it (usually from a cycle); collect and retry, else it is
-                # freed with the last view.
-                gc.collect()
-                try:
-                    self.map.close()
-                except BufferError:
-                    pass
-            self.map = None
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+# what a plan reports
 
 
 class FileSegment:
@@ -294,7 +104,7 @@ class FileSegment:
 
     @property
     def sha256(self):
-        return _sc.buffer_sha256(self.buf)
+        return buffer_sha256(self.buf)
 
 
 def _seg_sha256(seg):
@@ -302,7 +112,7 @@ def _seg_sha256(seg):
     if callable(value):
         value = value()
     if value is None and getattr(seg, "buf", None) is not None:
-        value = _sc.buffer_sha256(seg.buf, getattr(seg, "bufsz", None))
+        value = buffer_sha256(seg.buf, getattr(seg, "bufsz", None))
     return value
 
 
@@ -387,11 +197,9 @@ def _drop_views(tb):
 
 
 def _kexec_flags(kind, arch):
-    flags = _sc.kexec_arch_flag(arch)
+    flags = _nr.kexec_arch_flag(arch)
     if kind == "crash":
-        flags |= _sc.KEXEC_ON_CRASH
-    elif kind == "preserve_context":
-        flags |= _sc.KEXEC_PRESERVE_CONTEXT
+        flags |= _nr.KEXEC_ON_CRASH
     return flags
 
 
@@ -436,18 +244,18 @@ def make_plan(request, host, stages=None, method=None, environ=None):
             if region is None or getattr(region, "size", 1) == 0:
                 raise PlanError("a crash kernel needs reserved memory but this host has no crash region; "
                                 "boot it with crashkernel=256M (or more) on the kernel command line")
-        prep.kernel = MappedFile(request.kernel, "kernel")
+        limit = _get(host, "mem_total")
+        prep.kernel = MappedFile(request.kernel, "kernel", max_size=limit)
         if request.initrd:
-            prep.initrd = MappedFile(request.initrd, "initrd")
+            prep.initrd = MappedFile(request.initrd, "initrd", max_size=limit)
             # Both methods: the kernel would take any bytes and the next boot would panic.
             check_initramfs(prep.initrd.map, request.initrd)
         if request.kind == "crash":
             # Both methods, before any placement: a clear "needs X, holds Y" beats a segment
             # that does not fit (and kexec_file_load's bare ENOMEM).
-            from .crash import check_fits
-            arch = _sc.normalize_arch(_get(host, "arch") or "x86_64")
-            check_fits(_get(host, "crash_region"), stages.kernel_need(prep.kernel.map, arch),
-                       prep.initrd.size if prep.initrd is not None else 0)
+            check_fits(_get(host, "crash_region"), stages.kernel_need(prep.kernel.map, host),
+                       prep.initrd.size if prep.initrd is not None else 0,
+                       page_size=_get(host, "page_size") or 4096)
         if chosen == "file":
             _plan_file(prep)
         else:
@@ -468,9 +276,9 @@ def _plan_file(prep):
         prep.segments.append(FileSegment("initrd", prep.initrd.map))
     flags = 0
     if prep.kind == "crash":
-        flags |= _sc.KEXEC_FILE_ON_CRASH
+        flags |= _nr.KEXEC_FILE_ON_CRASH
     if prep.initrd is None:
-        flags |= _sc.KEXEC_FILE_NO_INITRAMFS
+        flags |= _nr.KEXEC_FILE_NO_INITRAMFS
     prep.flags = flags
     prep.entry = 0
 
@@ -479,23 +287,16 @@ def _plan_classic(prep, stages):
     host = prep.host
     plan = stages.new_plan(host, prep.kind, method="classic")
     cmdline = prep.cmdline
-    memory_map = backup = None
     if prep.kind == "crash":
         prep.crash = stages.crash_setup(plan, host, cmdline)
-        cmdline, memory_map, backup = prep.crash.cmdline, prep.crash.memory_map, prep.crash.backup
+        cmdline = prep.crash.cmdline
         prep.warnings.extend(prep.crash.warnings)
     prep.cmdline = cmdline
     initrd = prep.initrd.map if prep.initrd is not None else None
-    if memory_map is None:
-        image = stages.load_image(prep.kernel.map, initrd, cmdline, host, plan)
-    else:
-        image = stages.load_image(prep.kernel.map, initrd, cmdline, host, plan, memory_map=memory_map)
+    image = stages.load_image(prep.kernel.map, initrd, cmdline, host, plan, crash=prep.crash)
     prep.image = image
     prep.warnings.extend(getattr(image, "warnings", None) or [])
-    if backup:
-        stages.link_purgatory(plan, image, backup=backup)
-    else:
-        stages.link_purgatory(plan, image)
+    stages.link_purgatory(plan, image, host, crash=prep.crash)
     plan.check()
     if plan.entry is None:
         raise PlanError("the plan has no entry point after linking purgatory: a loader bug, please report it")
@@ -595,8 +396,12 @@ def execute(syscalls, host):
 
 
 def status(host):
-    """What the host says about kexec, and which method auto would use."""
+    """What the host says about kexec, and which method auto would use (None: neither works)."""
     reason, hard = classic_refusal(host)
+    try:
+        auto = choose_methods("auto", host)[0]
+    except MethodError:
+        auto = None
     region = _get(host, "crash_region")
     if region is not None and hasattr(region, "to_dict"):
         region = region.to_dict()
@@ -610,7 +415,8 @@ def status(host):
         "secure_boot": _get(host, "secure_boot"),
         "kexec_load_disabled": _get(host, "kexec_load_disabled"),
         "syscalls": _get(host, "syscalls"),
-        "auto_method": choose_methods("auto", host)[0],
+        "auto_method": auto,
+        "page_size": _get(host, "page_size"),
         "classic_refused": reason,
         "classic_refusal_is_hard": hard if reason else None,
     }
