@@ -17,6 +17,7 @@ have_pkg ovmf               || need="$need ovmf"
 have_cmd zstd               || need="$need zstd"
 have_cmd cpio               || need="$need cpio"
 have_cmd shellcheck         || need="$need shellcheck"
+have_cmd dtc                || need="$need device-tree-compiler"
 have_pkg debian-archive-keyring || need="$need debian-archive-keyring"
 if [ -z "$need" ]; then
     exit 0
