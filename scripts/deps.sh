@@ -19,6 +19,13 @@ have_cmd cpio               || need="$need cpio"
 have_cmd shellcheck         || need="$need shellcheck"
 have_cmd dtc                || need="$need device-tree-compiler"
 have_pkg debian-archive-keyring || need="$need debian-archive-keyring"
+# Foreign architectures: their QEMU (lab VMs, and the device trees tests dump), cross compilers
+# for their purgatories, and the firmware arm64 VMs boot through.
+have_cmd qemu-system-aarch64 || need="$need qemu-system-arm"
+have_cmd qemu-system-ppc64  || need="$need qemu-system-ppc"
+have_cmd aarch64-linux-gnu-gcc || need="$need gcc-aarch64-linux-gnu"
+have_cmd powerpc64le-linux-gnu-gcc || need="$need gcc-powerpc64le-linux-gnu"
+have_pkg qemu-efi-aarch64   || need="$need qemu-efi-aarch64"
 if [ -z "$need" ]; then
     exit 0
 fi

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: fleetboot.kexec developers
-# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Device trees, stdlib only: read and write flattened trees (DTB), edit ``/chosen``.
 
 arm64 and ppc64 kernels get their hardware description from a device tree, and a kexec loader

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: fleetboot.kexec developers
-# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Read an unflattened device tree (``/proc/device-tree``) into a ``fdt.DeviceTree``.
 
 ppc64 kernels keep no ``/sys/firmware/fdt`` worth reusing (firmware and the kernel edit the live
