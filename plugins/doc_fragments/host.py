@@ -19,8 +19,8 @@ attributes:
     platforms: posix
 notes:
   - Needs root on the host (C(become=true) for other users).
-  - Part of the C(group/fleetboot.kexec.kexec) action group, so C(module_defaults) can set its
-    options together with those of the collection's other modules.
+  - In the action group C(fleetboot.kexec.kexec) with every module of the collection. Defaults set
+    for it with C(module_defaults) reach all of them, so give only options that all of them accept.
 """
 
     # kexec_facts, kexec_load: the module reads the host from a tree that tests can replace.
@@ -47,6 +47,9 @@ options:
       - By default the connection plugin's own setting is kept.
     type: int
 notes:
+  - Also in the action group C(fleetboot.kexec.wait), the actions that wait for a host to come back
+    (M(fleetboot.kexec.kexec_reboot) and M(fleetboot.kexec.kdump_crash)), so C(module_defaults) for
+    C(group/fleetboot.kexec.wait) can set O(connect_timeout) for both.
   - Refuses to run with the C(local) connection, which would take the controller down.
   - Every answer is read on a fresh connection, so a persistent SSH connection from before the
     reboot is never taken for the host. The C(ssh) connection also gets SSH keepalives for the

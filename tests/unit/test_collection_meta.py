@@ -20,7 +20,7 @@ _AnsibleCollectionFinder(paths=[sys.argv[1]])._install()
 from ansible.playbook.play import Play
 from ansible.parsing.dataloader import DataLoader
 play = Play.load({"hosts": "all", "gather_facts": False,
-                  "module_defaults": {"group/fleetboot.kexec.kexec": {"connect_timeout": 7}},
+                  "module_defaults": {"group/fleetboot.kexec.kexec": {}, "group/fleetboot.kexec.wait": {"connect_timeout": 7}},
                   "tasks": []}, loader=DataLoader())
 print(json.dumps({"groups": play._action_groups, "defaults": play.module_defaults}))
 """
@@ -31,10 +31,22 @@ def modules():
                   if not os.path.basename(p).startswith("_"))
 
 
-def test_every_module_is_in_the_kexec_action_group():
+def runtime():
     with open(os.path.join(REPO, "meta", "runtime.yml")) as f:
-        runtime = yaml.safe_load(f)
-    assert sorted(runtime["action_groups"]["kexec"]) == modules()
+        return yaml.safe_load(f)
+
+
+def test_every_module_is_in_the_kexec_action_group():
+    assert sorted(runtime()["action_groups"]["kexec"]) == modules()
+
+
+def test_the_wait_group_holds_the_actions_that_share_connect_timeout():
+    # pylint: disable-next=import-outside-toplevel
+    from ansible_collections.fleetboot.kexec.plugins.action import kdump_crash, kexec_reboot
+    group = sorted(runtime()["action_groups"]["wait"])
+    assert group == ["kdump_crash", "kexec_reboot"]
+    for plugin in (kdump_crash, kexec_reboot):
+        assert "connect_timeout" in plugin.ActionModule._VALID_ARGS
 
 
 def test_module_defaults_group_resolves_to_every_module():
@@ -43,5 +55,9 @@ def test_module_defaults_group_resolves_to_every_module():
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert sorted(out["groups"]) == ["fleetboot.kexec.%s" % m for m in modules()]
-    assert set(map(tuple, out["groups"].values())) == {("fleetboot.kexec.kexec",)}
-    assert out["defaults"] == [{"group/fleetboot.kexec.kexec": {"connect_timeout": 7}}]
+    for name, groups in out["groups"].items():
+        wanted = ["fleetboot.kexec.kexec"]
+        if name in ("fleetboot.kexec.kdump_crash", "fleetboot.kexec.kexec_reboot"):
+            wanted.append("fleetboot.kexec.wait")
+        assert sorted(groups) == wanted, name
+    assert out["defaults"] == [{"group/fleetboot.kexec.kexec": {}, "group/fleetboot.kexec.wait": {"connect_timeout": 7}}]
