@@ -1,3 +1,5 @@
+# Copyright: fleetboot.kexec developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Build the x86_64 purgatory and emit plugins/module_utils/kexec/purgatory_x86_64.py.
 
 Controller-side tool (needs gcc, ld and pyelftools).  Hosts never compile anything: they get the

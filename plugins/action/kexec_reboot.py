@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: fleetboot.kexec developers
-# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Controller side of fleetboot.kexec.kexec_reboot: trigger the jump, wait for a new boot, verify.
 
 Success is decided by one fact only: the host answers with a boot_id other than the one it had
