@@ -82,8 +82,9 @@ demo: deps venv collection-link
 lint: deps venv collection-link purgatory-check
 	$(VPY) -m compileall -q plugins lab tests benchmarks
 	@scripts/sanity.sh
-	@# ansible-lint keeps its cache in .ansible/ (ignored by git and by the galaxy build).
-	$(VENV)/bin/ansible-lint --profile production
+	@# Without ANSIBLE_COLLECTIONS_PATH ansible-lint runs isolated: it installs this collection into
+	@# the project's .ansible/ (ignored by git and by the galaxy build), not into ~/.ansible.
+	env -u ANSIBLE_COLLECTIONS_PATH $(VENV)/bin/ansible-lint --profile production
 	$(VENV)/bin/antsibull-docs lint-collection-docs --plugin-docs .
 	$(VENV)/bin/antsibull-changelog lint
 
