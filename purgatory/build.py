@@ -1,3 +1,5 @@
+# Copyright: fleetboot.kexec developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Build each architecture's purgatory and emit plugins/module_utils/kexec/arch/<arch>/purgatory_blob.py.
 
 Controller-side tool (needs gcc or the arch's cross gcc, its ld, and pyelftools).  Hosts never

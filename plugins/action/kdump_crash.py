@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: fleetboot.kexec developers
-# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """fleetboot.kexec.kdump_crash: crash a host on purpose and wait until its vmcore is saved.
 
 The proof that kdump works is a dump written by a real crash, so the task only succeeds when the

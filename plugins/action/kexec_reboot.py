@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: fleetboot.kexec developers
-# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Controller side of fleetboot.kexec.kexec_reboot: trigger the jump, wait for a new boot, verify.
 
 Success is decided by one fact only: the host answers with a boot_id other than the one it had
@@ -46,7 +46,13 @@ ARGUMENT_SPEC = dict(
     post_reboot_delay=dict(type="int", default=0),
     expect_release=dict(type="str"),
     expect_cmdline=dict(type="list", elements="str"),
+    msg=dict(type="str", default="Reboot initiated by Ansible"),
+    reboot_command=dict(type="str"),
+    boot_time_command=dict(type="str"),
+    search_paths=dict(type="list", elements="str", default=["/sbin", "/bin", "/usr/sbin", "/usr/bin", "/usr/local/sbin"]),
 )
+# What the host-side module needs; the waiting and checking options stay on the controller.
+MODULE_OPTIONS = ("fallback", "pre_reboot_delay", "msg", "reboot_command", "search_paths")
 
 
 class Probe:
@@ -160,8 +166,12 @@ class ActionModule(ActionBase):
         return restore
 
     def _run_module(self, args, method, task_vars):
-        module_args = dict(fallback=args["fallback"], method=method,
-                           pre_reboot_delay=args["pre_reboot_delay"])
+        module_args = dict((k, args[k]) for k in MODULE_OPTIONS if args.get(k) is not None)
+        module_args["method"] = method
+        if method == "cold":
+            # The fallback's own reboot: no custom command, and the users were told already.
+            module_args.pop("reboot_command", None)
+            module_args["msg"] = ""
         try:
             return self._execute_module(module_name=MODULE, module_args=module_args,
                                         task_vars=task_vars)
@@ -206,6 +216,34 @@ class ActionModule(ActionBase):
                              "down (see its journal for the shutdown)" % (old_boot_id, self._timeout))
         raise JumpFailed("the host went down but did not answer with a new boot_id within %d s "
                          "(reboot_timeout): check its console" % self._timeout)
+
+    def _boot_time(self, command):
+        """(output, None) of boot_time_command, or (None, why it failed)."""
+        try:
+            res = self._low_level_execute_command(command, sudoable=True)
+        except Exception as e:  # pylint: disable=broad-except  # down hosts fail in many ways
+            self._reset_connection()
+            return None, to_text(e).strip()
+        out = to_text(res.get("stdout")).strip()
+        if res.get("rc") != 0:
+            return None, "exit %s: %s" % (res.get("rc"), (to_text(res.get("stderr")) or out).strip())
+        if not out:
+            return None, "it printed nothing"
+        return out, None
+
+    def _wait_for_new_boot_time(self, command, before, deadline):
+        """Retry boot_time_command until it prints something other than `before`."""
+        while True:
+            now, why = self._boot_time(command)
+            if now is not None and now != before:
+                return now
+            if now is not None:
+                why = "it still prints %r, as before the reboot" % now
+            if self._now() >= deadline:
+                raise JumpFailed("the host answered with a new boot_id but boot_time_command %r did not "
+                                 "show a new boot within %d s (reboot_timeout): %s"
+                                 % (command, self._timeout, why), rebooted=True)
+            self._sleep(self.POLL_INTERVAL)
 
     def _run_test_command(self, command, deadline):
         last = "it did not run"
@@ -266,9 +304,15 @@ class ActionModule(ActionBase):
             raise JumpFailed("cannot read the host's boot_id before the reboot: is it up and Linux?")
         result.update(old_boot_id=before.boot_id, old_release=before.release,
                       kexec_loaded=before.kexec_loaded)
+        boot_time_before = None
+        if args["boot_time_command"]:
+            boot_time_before, why = self._boot_time(args["boot_time_command"])
+            if boot_time_before is None:
+                raise JumpFailed("boot_time_command %r failed before the reboot (%s): fix the command; "
+                                 "the host was not rebooted" % (args["boot_time_command"], why))
 
         mod = self._run_module(args, args["method"], task_vars)
-        for key in ("init", "command", "method", "reason", "warnings", "deprecations"):
+        for key in ("init", "command", "method", "reason", "announced", "warnings", "deprecations"):
             if key in mod:
                 result[key] = mod[key]
         if mod.get("failed") and not mod.get("unreachable"):
@@ -286,7 +330,7 @@ class ActionModule(ActionBase):
 
         def refused(status):
             msg = status.get("msg") or "no message"
-            if result.get("method") == "kexec" and args["fallback"] == "cold":
+            if result.get("method") in ("kexec", "custom") and args["fallback"] == "cold":
                 display.warning("kexec_reboot: the jump was refused (%s); rebooting cold" % msg)
                 cold = self._run_module(args, "cold", task_vars)
                 if cold.get("failed") and not cold.get("unreachable"):
@@ -308,9 +352,12 @@ class ActionModule(ActionBase):
         result.update(rebooted=True, new_boot_id=after.boot_id, new_release=after.release,
                       new_cmdline=after.cmdline, downtime=round(first_new - last_old, 1))
         try:
+            if args["boot_time_command"]:
+                self._wait_for_new_boot_time(args["boot_time_command"], boot_time_before, deadline)
             if args["post_reboot_delay"] > 0:
                 self._sleep(args["post_reboot_delay"])
-            self._run_test_command(args["test_command"], deadline)
+            # As in ansible.builtin.reboot, the test command gets a reboot_timeout of its own.
+            self._run_test_command(args["test_command"], self._now() + self._timeout)
         finally:
             result["elapsed"] = round(self._now() - start, 1)
         problems = self._check_expectations(args, after)

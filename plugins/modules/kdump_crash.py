@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: fleetboot.kexec developers
-# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -27,23 +27,25 @@ description:
   - This module is an action plugin; it runs on the controller and sends shell commands to the host.
 author:
   - fleetboot.kexec developers (@fleetboot)
+extends_documentation_fragment:
+  - fleetboot.kexec.host
+  - fleetboot.kexec.host.wait
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
 attributes:
+  action:
+    support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Reads the boot_id, whether a crash kernel is loaded and the existing dumps; does not crash the host.
       - A host without a crash kernel gets a warning instead of a failure in check mode.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
-  platform:
-    description: Target OS/families that can be operated against.
-    support: full
-    platforms: posix
-  action:
-    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
-    support: full
 options:
   path:
     description:
@@ -59,15 +61,8 @@ options:
         (the size of the RAM without filtering) and the reboot through the firmware.
     type: int
     default: 900
-  connect_timeout:
-    description:
-      - Seconds each connection attempt may take while the host is down (sets the connection
-        plugin's C(timeout) option for the task). By default the plugin's own setting is kept.
-    type: int
 notes:
   - B(This crashes the host.) Services stop without a shutdown; unsynced data of running programs is lost.
-  - Needs root on the host (C(become=true) for other users).
-  - Refuses to run with the C(local) connection, which would crash the controller.
   - The capture kernel reboots the host through the firmware, so the host comes back on what its boot
     loader boots by default.
 seealso:

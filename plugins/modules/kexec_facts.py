@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: fleetboot.kexec developers
-# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -21,32 +21,24 @@ description:
   - Only reads files under C(/proc), C(/sys), C(/boot) and C(/run); nothing on the host changes.
 author:
   - fleetboot.kexec developers (@fleetboot)
+extends_documentation_fragment:
+  - fleetboot.kexec.host
+  - fleetboot.kexec.host.sysroot
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.facts
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - The module only reads, so check mode gathers the same facts.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   facts:
-    description: Action returns an C(ansible_facts) dictionary that will update existing host facts.
     support: full
-  platform:
-    description: Target OS/families that can be operated against.
-    support: full
-    platforms: posix
-options:
-  sysroot:
-    description:
-      - Root of the host tree to read. Only tests change it, to read a recorded host tree.
-      - Paths in the facts (RV(ansible_facts.kexec.installed_kernels)) include it.
-    type: path
-    default: /
+options: {}
 notes:
-  - Needs root (C(become=true) for other users), because the kernel hides the addresses in
-    C(/proc/iomem) from other users and the module fails saying so.
+  - Root is needed because the kernel hides the addresses in C(/proc/iomem) from other users; the
+    module fails saying so.
   - Only Linux hosts; the loader behind it plans loads for x86_64.
 seealso:
   - module: fleetboot.kexec.kexec_load

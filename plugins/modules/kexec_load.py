@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: fleetboot.kexec developers
-# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -27,19 +27,17 @@ description:
     reports the image as loaded, changes nothing.
 author:
   - fleetboot.kexec developers (@fleetboot)
+extends_documentation_fragment:
+  - fleetboot.kexec.host
+  - fleetboot.kexec.host.sysroot
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Builds the whole plan (segments, entry, method) and returns it as RV(plan), without any syscall.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
-  platform:
-    description: Target OS/families that can be operated against.
-    support: full
-    platforms: posix
 options:
   kernel:
     description:
@@ -126,14 +124,7 @@ options:
     description:
       - Expected checksum of O(initrd), as V(sha256:<hex digest>), verified like O(kernel_checksum).
     type: str
-  sysroot:
-    description:
-      - Root of the host tree the host's state is read from (C(/proc), C(/sys)) and the record is written
-        under. Only tests change it. O(kernel) and O(initrd) are not relative to it.
-    type: path
-    default: /
 notes:
-  - Needs root (C(become=true) for other users).
   - The record lives under C(/run), which is emptied at every boot; it also carries the boot_id, so a
     record can never vouch for an image of an earlier boot.
   - If something else (kexec-tools) loaded an image, the module does not know what it is and loads

@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: fleetboot.kexec developers
-# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -16,14 +16,20 @@ description:
   - Reboots a Linux host into the kernel that is loaded for kexec (see M(fleetboot.kexec.kexec_load)),
     skipping firmware POST, then waits until the host answers again with a B(new boot_id) and
     verifies the kernel release and command line it came back with.
+  - A drop-in for M(ansible.builtin.reboot) on Linux hosts. It accepts every option of
+    M(ansible.builtin.reboot) (O(msg), O(reboot_command), O(boot_time_command), O(search_paths),
+    O(pre_reboot_delay), O(post_reboot_delay), O(reboot_timeout), O(connect_timeout),
+    O(test_command)) with the same meaning, so a task written for it runs unchanged with the
+    module name switched; the differences are noted on each option.
   - The host-side part reads C(/sys/kernel/kexec_loaded), the boot_id, C(uname -r) and
-    C(/proc/cmdline), then starts the shutdown B(detached), so that it returns before the host
-    goes down. On systemd hosts it runs C(systemctl kexec), which stops the services and
-    unmounts the file systems first. On other init systems it runs the C(/etc/rc6.d/K*) stop
-    scripts, syncs the file systems and calls C(reboot(LINUX_REBOOT_CMD_KEXEC)).
+    C(/proc/cmdline), sends O(msg) to the logged-in users, then starts the shutdown B(detached),
+    so that it returns before the host goes down. On systemd hosts it runs C(systemctl kexec),
+    which stops the services and unmounts the file systems first. On other init systems it runs
+    the C(/etc/rc6.d/K*) stop scripts, syncs the file systems and calls
+    C(reboot(LINUX_REBOOT_CMD_KEXEC)).
   - The controller-side part (an action plugin) never reports success before the host really went
     down and came back; success means the host answered with a boot_id other than the one it had
-    before, and O(test_command) succeeded.
+    before, O(boot_time_command) (when given) printed something new, and O(test_command) succeeded.
   - When no kexec image is loaded, or the host refuses the jump, the task fails without rebooting,
     unless O(fallback=cold), in which case the host is rebooted through the firmware and the task
     reports RV(method=cold) and the RV(reason).
@@ -32,25 +38,32 @@ description:
     C(SYSTEMCTL_SKIP_AUTO_KEXEC=1).
 author:
   - fleetboot.kexec developers (@fleetboot)
+extends_documentation_fragment:
+  - fleetboot.kexec.host
+  - fleetboot.kexec.host.wait
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
 attributes:
+  action:
+    support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
-      - Reports the boot_id, release and the method a real run would use; nothing is touched.
+      - Reports the boot_id, release and the method a real run would use; nothing is touched and
+        no message is sent.
       - When no image is loaded and O(fallback=fail), check mode warns instead of failing, because
         a M(fleetboot.kexec.kexec_load) task before it loads nothing in check mode either.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
-  platform:
-    description: Target OS/families that can be operated against.
-    support: N/A
-    platforms: posix
 options:
   fallback:
     description:
-      - What to do when no kexec image is loaded or the host refuses the jump.
+      - What to do when no kexec image is loaded or the host refuses the jump (or a custom
+        O(reboot_command) exits non-zero).
       - V(fail) fails the task and leaves the host running as it is.
       - V(cold) unloads any kexec image and reboots the host through the firmware; the task then
         reports RV(method=cold) and the RV(reason).
@@ -61,37 +74,78 @@ options:
     description:
       - V(auto) jumps with kexec when an image is loaded and applies O(fallback) otherwise.
       - V(cold) forces a firmware reboot, unloading any loaded kexec image first. The action plugin
-        uses it to fall back when the host refuses the jump.
+        uses it to fall back when the host refuses the jump. O(reboot_command) does not apply to it.
     type: str
     choices: [auto, cold]
     default: auto
+  msg:
+    description:
+      - Message written to the terminals of the users logged in on the host, as C(wall) does (the
+        module runs C(wall), found in O(search_paths)), when the shutdown is scheduled; it is also
+        logged to syslog.
+      - Unlike M(ansible.builtin.reboot) it is sent with a custom O(reboot_command) too.
+      - An empty string sends nothing. A host without C(wall) gets a warning, not a failure.
+    type: str
+    default: Reboot initiated by Ansible
+  reboot_command:
+    description:
+      - Command that starts the reboot, with its arguments, run detached through C(/bin/sh -c) on
+        the host after O(pre_reboot_delay). A command name without a C(/) is looked up in
+        O(search_paths) only.
+      - By default the module runs C(systemctl --no-block kexec) on systemd hosts (C(systemctl) found
+        in O(search_paths)) and, on other init systems, the rc6 stop scripts, C(sync) and
+        C(reboot(LINUX_REBOOT_CMD_KEXEC)); it then requires a loaded kexec image (see O(fallback)).
+      - B(With a custom command the module cannot tell how the host rebooted.) It does not require a
+        loaded image, reports RV(method=custom), and success still means a new boot_id, O(boot_time_command)
+        and O(test_command) as usual; use O(expect_release) and O(expect_cmdline) to verify that the
+        host came back on the kernel you loaded rather than through the firmware. A command that exits
+        non-zero counts as a refused reboot (see O(fallback)).
+      - Unlike M(ansible.builtin.reboot), O(pre_reboot_delay), O(post_reboot_delay) and O(msg) still
+        apply with a custom command.
+    type: str
+  boot_time_command:
+    description:
+      - Command whose output identifies the current boot, run before the reboot and again once the host
+        answers with a new boot_id; the task succeeds only when it succeeds and prints something other
+        than before (it is retried until O(reboot_timeout) runs out). A check B(beside) the boot_id,
+        which the module always compares (the boot_id is what M(ansible.builtin.reboot) reads by
+        default, with C(cat /proc/sys/kernel/random/boot_id)).
+      - Setting this to a command whose output changes at every run defeats the check.
+      - By default only the boot_id is compared.
+    type: str
+  search_paths:
+    description:
+      - Directories searched on the host for the commands the module runs itself (a O(reboot_command)
+        without a C(/), C(systemctl), C(wall)). Only these are searched; E(PATH) is ignored, as in
+        M(ansible.builtin.reboot).
+    type: list
+    elements: str
+    default: ['/sbin', '/bin', '/usr/sbin', '/usr/bin', '/usr/local/sbin']
   reboot_timeout:
     description:
-      - Seconds to wait, from the moment the shutdown is triggered, for the host to go down, come
-        back with a new boot_id and pass O(test_command).
+      - Seconds to wait, from the moment the shutdown is triggered (after O(pre_reboot_delay)), for the
+        host to go down and come back with a new boot_id (and a new O(boot_time_command) output).
+      - As with M(ansible.builtin.reboot), O(test_command) then gets the same number of seconds again,
+        so the task can take twice as long.
     type: int
     default: 600
-  connect_timeout:
-    description:
-      - Seconds the connection plugin may take to connect while the host is going down and coming
-        back (sets its C(timeout) option for the duration of the task).
-      - By default the connection plugin's own setting is kept.
-    type: int
   test_command:
     description:
       - Command run on the host once it answers with a new boot_id; the task succeeds only when it
-        exits 0.
+        exits 0 (it is retried until O(reboot_timeout) runs out).
     type: str
     default: whoami
   pre_reboot_delay:
     description:
       - Seconds the host waits after the module returned before it starts the shutdown.
+      - Exact seconds; M(ansible.builtin.reboot) rounds this down to whole minutes on Linux. Negative
+        values count as 0.
     type: int
     default: 0
   post_reboot_delay:
     description:
       - Seconds to wait after the host answered with a new boot_id, before O(test_command) runs and
-        the release and command line are checked.
+        the release and command line are checked. Negative values count as 0.
     type: int
     default: 0
   expect_release:
@@ -106,8 +160,6 @@ options:
     type: list
     elements: str
 notes:
-  - Needs root on the host (C(become=true) for other users).
-  - Refuses to run with the C(local) connection, which would reboot the controller.
   - If the kernel refuses C(reboot(LINUX_REBOOT_CMD_KEXEC)) at the very end of the shutdown (after the
     services stopped), the init system reboots through the firmware. O(expect_release) catches
     such a host coming back on the wrong kernel.
@@ -116,6 +168,8 @@ notes:
 seealso:
   - module: fleetboot.kexec.kexec_load
   - module: ansible.builtin.reboot
+  - ref: ansible_collections.fleetboot.kexec.docsite.kexec_upgrade
+    description: The rolling kexec upgrade guide.
 """
 
 EXAMPLES = r"""
@@ -124,19 +178,34 @@ EXAMPLES = r"""
     expect_release: 6.1.0-56-amd64
   become: true
 
+- name: A task written for ansible.builtin.reboot, with the module name switched
+  fleetboot.kexec.kexec_reboot:
+    msg: Rebooting into the new kernel for maintenance
+    reboot_timeout: 900
+    test_command: systemctl is-system-running --wait
+  become: true
+
 - name: Jump, or reboot through the firmware when kexec is not possible
   fleetboot.kexec.kexec_reboot:
     fallback: cold
     reboot_timeout: 900
     connect_timeout: 10
-    test_command: systemctl is-system-running --wait
+    pre_reboot_delay: 30
     expect_cmdline:
       - console=ttyS0
+  become: true
   register: jump
 
 - name: Show how long the host was away
   ansible.builtin.debug:
     msg: "{{ jump.old_release }} -> {{ jump.new_release }} by {{ jump.method }} in {{ jump.downtime }} s"
+
+- name: Let another tool trigger the reboot, and verify where the host came back
+  fleetboot.kexec.kexec_reboot:
+    reboot_command: systemctl kexec
+    boot_time_command: uptime --since
+    expect_release: 6.1.0-56-amd64
+  become: true
 """
 
 RETURN = r"""
@@ -146,7 +215,9 @@ rebooted:
   type: bool
   sample: true
 method:
-  description: How the host was (or in check mode would be) rebooted, V(kexec) or V(cold).
+  description:
+    - How the host was (or in check mode would be) rebooted, V(kexec) or V(cold), or V(custom) when
+      O(reboot_command) was given (the module cannot tell how such a command rebooted the host).
   returned: success, and failures after the shutdown was triggered
   type: str
   sample: kexec
@@ -201,6 +272,11 @@ init:
   returned: when the module ran
   type: str
   sample: systemd
+announced:
+  description: Whether O(msg) was sent to the logged-in users with C(wall).
+  returned: when the shutdown was triggered
+  type: bool
+  sample: true
 command:
   description: The shutdown steps the host runs (or would run in check mode), in order.
   returned: when the module ran
@@ -227,6 +303,11 @@ CMDLINE = "/proc/cmdline"
 STATUS_DIR = "/run/fleetboot"
 STATUS_FILE = STATUS_DIR + "/kexec_reboot.json"
 RC6_DIR = "/etc/rc6.d"
+# ansible.builtin.reboot's defaults, so that a task written for it means the same here.
+DEFAULT_SEARCH_PATHS = ["/sbin", "/bin", "/usr/sbin", "/usr/bin", "/usr/local/sbin"]
+DEFAULT_MSG = "Reboot initiated by Ansible"
+# Seconds wall may take to write to every terminal; a hung tty must not hold up the reboot.
+WALL_TIMEOUT = 10
 # Seconds the detached child waits before the shutdown starts, so the SSH session returns first.
 DETACH_SLEEP = 1.5
 
@@ -271,17 +352,50 @@ def host_state(root="/"):
     }
 
 
-def init_system(root="/"):
-    """'systemd' when systemd is PID 1 (its sd_booted() test), 'sysv' otherwise."""
-    if os.path.isdir(os.path.join(root, "run/systemd/system")) and shutil.which("systemctl"):
+def find_command(name, search_paths=None):
+    """Absolute path of `name` in `search_paths` only (PATH is ignored, as ansible.builtin.reboot
+    does), or None. A name with a slash is taken as it is when it is executable."""
+    if "/" in name:
+        return name if os.access(name, os.X_OK) and not os.path.isdir(name) else None
+    paths = DEFAULT_SEARCH_PATHS if search_paths is None else search_paths
+    return shutil.which(name, path=os.pathsep.join(paths)) if paths else None
+
+
+def init_system(root="/", search_paths=None):
+    """'systemd' when systemd is PID 1 (its sd_booted() test) and systemctl is in search_paths,
+    'sysv' otherwise."""
+    if os.path.isdir(os.path.join(root, "run/systemd/system")) and find_command("systemctl", search_paths):
         return "systemd"
     return "sysv"
 
 
-def choose_method(method, fallback, kexec_loaded):
-    """(method, reason): 'kexec' or 'cold', and why cold; RebootError when the task must fail."""
+def resolve_reboot_command(command, search_paths=None):
+    """`command` with its program (the first word after any NAME=value assignments) made absolute
+    through search_paths; RebootError when it is not there."""
+    words = command.strip().split(" ")
+    at = 0
+    while at < len(words) and ("=" in words[at] and "/" not in words[at].split("=", 1)[0]
+                               or not words[at]):
+        at += 1
+    if at == len(words):
+        raise RebootError("reboot_command %r names no command to run; the host was not rebooted" % command)
+    program = find_command(words[at], search_paths)
+    if program is None:
+        where = "is not an executable file" if "/" in words[at] else \
+            "is not in search_paths (%s)" % ", ".join(DEFAULT_SEARCH_PATHS if search_paths is None else search_paths)
+        raise RebootError("reboot_command: %s %s on the host: give its absolute path, or add its "
+                          "directory to search_paths; the host was not rebooted" % (words[at], where))
+    words[at] = program
+    return " ".join(words).strip()
+
+
+def choose_method(method, fallback, kexec_loaded, custom=False):
+    """(method, reason): 'kexec', 'cold' or 'custom' (a reboot_command the module cannot see
+    into), and why cold; RebootError when the task must fail."""
     if method == "cold":
         return "cold", "a cold reboot was requested (method: cold)"
+    if custom:
+        return "custom", None
     if kexec_loaded:
         return "kexec", None
     reason = "no kexec image is loaded (%s is 0)" % KEXEC_LOADED
@@ -289,6 +403,37 @@ def choose_method(method, fallback, kexec_loaded):
         return "cold", reason
     raise RebootError("%s: load one first with fleetboot.kexec.kexec_load, or set fallback: cold to "
                       "reboot through the firmware instead; the host was not rebooted" % reason)
+
+
+def announce(msg, search_paths=None, runner=subprocess.run):
+    """Send `msg` to the logged-in users' terminals with wall, as `shutdown -r +N MSG` does for
+    ansible.builtin.reboot. Returns (sent, warning): a missing or failing wall never stops the
+    reboot, it only warns."""
+    if not msg:
+        return False, None
+    wall = find_command("wall", search_paths)
+    if wall is None:
+        return False, "msg was not sent: no wall command in search_paths"
+    try:
+        proc = runner([wall], input=msg.encode("utf-8") + b"\n", stdout=subprocess.PIPE,
+                      stderr=subprocess.STDOUT, timeout=WALL_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, "msg was not sent: %s: %s" % (wall, e)
+    if proc.returncode != 0:
+        said = proc.stdout.decode("utf-8", "replace").strip() if proc.stdout else ""
+        return False, "msg was not sent: %s exited %d: %s" % (wall, proc.returncode, said or "no message")
+    return True, None
+
+
+def run_reboot_command(command, runner=subprocess.run):
+    """A custom reboot_command, in the detached child. Returns why the reboot was refused (a
+    non-zero exit), or None. A command killed by a signal was killed by the shutdown it started."""
+    proc = runner(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                  stderr=subprocess.STDOUT, check=False)
+    if proc.returncode > 0:
+        said = proc.stdout.decode("utf-8", "replace").strip() if proc.stdout else ""
+        return "reboot_command %r failed (exit %d): %s" % (command, proc.returncode, said or "no message")
+    return None
 
 
 def rc6_scripts(rc6_dir=RC6_DIR):
@@ -366,7 +511,8 @@ def _log(msg):
         pass
 
 
-def run_shutdown(init, method, boot_id, libc=None, runner=subprocess.run, rc6_dir=RC6_DIR):
+def run_shutdown(init, method, boot_id, libc=None, runner=subprocess.run, rc6_dir=RC6_DIR,
+                 systemctl="systemctl"):
     """The shutdown itself (runs in the detached child). Returns only when the reboot was refused."""
     if init == "systemd":
         env = dict(os.environ)
@@ -374,7 +520,7 @@ def run_shutdown(init, method, boot_id, libc=None, runner=subprocess.run, rc6_di
         if method == "cold":
             env["SYSTEMCTL_SKIP_AUTO_KEXEC"] = "1"
             verb = "reboot"
-        proc = runner(["systemctl", "--no-block", verb], stdin=subprocess.DEVNULL,
+        proc = runner([systemctl, "--no-block", verb], stdin=subprocess.DEVNULL,
                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, check=False)
         if proc.returncode != 0:
             said = proc.stdout.decode("utf-8", "replace").strip() if proc.stdout else ""
@@ -433,12 +579,16 @@ def main():
             post_reboot_delay=dict(type="int", default=0),
             expect_release=dict(type="str"),
             expect_cmdline=dict(type="list", elements="str"),
+            msg=dict(type="str", default=DEFAULT_MSG),
+            reboot_command=dict(type="str"),
+            boot_time_command=dict(type="str"),
+            search_paths=dict(type="list", elements="str", default=list(DEFAULT_SEARCH_PATHS)),
         ),
         supports_check_mode=True,
     )
     p = module.params
     state = host_state()
-    init = init_system()
+    init = init_system(search_paths=p["search_paths"])
     result = dict(changed=False, rebooted=False, init=init, old_boot_id=state["boot_id"],
                   old_release=state["release"],
                   kexec_loaded=state["kexec_loaded"], triggered=False)
@@ -447,8 +597,14 @@ def main():
     if os.geteuid() != 0:
         module.fail_json(msg="kexec_reboot needs root on the host: run the task with become: true",
                          **result)
+    custom = None
     try:
-        method, reason = choose_method(p["method"], p["fallback"], state["kexec_loaded"])
+        if (p["reboot_command"] or "").strip() and p["method"] != "cold":
+            custom = resolve_reboot_command(p["reboot_command"], p["search_paths"])
+    except RebootError as e:
+        module.fail_json(msg=str(e), **result)
+    try:
+        method, reason = choose_method(p["method"], p["fallback"], state["kexec_loaded"], custom=bool(custom))
     except RebootError as e:
         if not module.check_mode:
             module.fail_json(msg=str(e), **result)
@@ -457,7 +613,7 @@ def main():
         module.warn("%s (kexec_load loads nothing in check mode; a real run fails unless an image "
                     "is loaded by then)" % e)
         method, reason = "kexec", None
-    result.update(method=method, command=shutdown_steps(init, method))
+    result.update(method=method, command=[custom] if custom else shutdown_steps(init, method))
     if reason:
         result["reason"] = reason
     if module.check_mode:
@@ -475,12 +631,21 @@ def main():
 
     delay = max(0, p["pre_reboot_delay"]) + DETACH_SLEEP
     boot_id = state["boot_id"]
+    systemctl = find_command("systemctl", p["search_paths"]) or "systemctl"
+    result["announced"], warning = announce(p["msg"], p["search_paths"])
+    if warning:
+        module.warn(warning)
+    if p["msg"]:
+        _log("%s reboot in %.0f s: %s" % (method, delay, p["msg"]))
     write_status(boot_id, "scheduled", method)
 
     def job():
         time.sleep(delay)
         write_status(boot_id, "triggered", method)
-        refused = run_shutdown(init, method, boot_id)
+        if custom:
+            refused = run_reboot_command(custom)
+        else:
+            refused = run_shutdown(init, method, boot_id, systemctl=systemctl)
         if refused:
             _log(refused)
             write_status(boot_id, "failed", method, refused)

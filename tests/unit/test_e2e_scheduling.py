@@ -101,7 +101,7 @@ def test_unknown_files_weigh_a_minute_for_the_boot_and_one_per_test():
 
 
 def test_every_molecule_scenario_runs_in_make_test():
-    scenarios = sorted(os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(REPO, "molecule", "*", "molecule.yml")))
+    scenarios = sorted(os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(REPO, "extensions", "molecule", "*", "molecule.yml")))
     assert scenarios, "no molecule scenarios found"
     for name in scenarios:
         path = os.path.join(REPO, "tests", "e2e", "test_molecule_%s.py" % name)

@@ -21,10 +21,15 @@ CMDLINE = "console=ttyS0 root=/dev/vda rw"
 RTT = 0.5  # seconds of fake time each command costs
 
 
+BOOT_TIME_COMMAND = "uptime --since"
+
+
 class Up:
-    def __init__(self, boot_id, release, cmdline=CMDLINE, loaded=True, status=None):
+    def __init__(self, boot_id, release, cmdline=CMDLINE, loaded=True, status=None, boot_time=None):
         self.boot_id, self.release, self.cmdline = boot_id, release, cmdline
         self.loaded, self.status = loaded, status
+        # What BOOT_TIME_COMMAND prints in this boot (a time derived from the boot_id by default).
+        self.boot_time = boot_time if boot_time is not None else "2026-12-01 %s" % boot_id[:2]
 
 
 DOWN = None
@@ -33,9 +38,10 @@ DOWN = None
 class FakeHost:
     """The host over time: a list of (until fake time, state); the last state lasts forever."""
 
-    def __init__(self, timeline, test_rc=0):
+    def __init__(self, timeline, test_rc=0, test_ok_from=None):
         self.timeline = timeline
         self.test_rc = test_rc
+        self.test_ok_from = test_ok_from  # fake time from which test commands succeed
         self.clock = 0.0
         self.probes = []  # (time, boot_id or None)
         self.commands = []
@@ -61,6 +67,13 @@ class FakeHost:
                 state.boot_id, action.MARK, state.release, action.MARK, state.cmdline, action.MARK,
                 "1" if state.loaded else "0", action.MARK, status, action.MARK]) + "\n"
             return {"rc": 0, "stdout": out, "stderr": ""}
+        if cmd == "false":
+            return {"rc": 1, "stdout": "", "stderr": ""}
+        if cmd == BOOT_TIME_COMMAND:
+            return {"rc": 0, "stdout": state.boot_time + "\n", "stderr": ""}
+        if self.test_ok_from is not None:
+            ok = self.clock >= self.test_ok_from
+            return {"rc": 0 if ok else 1, "stdout": "", "stderr": "" if ok else "not ready yet"}
         return {"rc": self.test_rc, "stdout": "root\n" if self.test_rc == 0 else "",
                 "stderr": "" if self.test_rc == 0 else "test failed"}
 
@@ -170,7 +183,9 @@ def test_success_only_after_a_new_boot_id_answers():
     assert res["elapsed"] >= res["downtime"]
     assert "whoami" in host.commands
     assert host.commands.index("whoami") > host.commands.index(action.PROBE_COMMAND)
-    assert plugin.module_calls[0][1] == {"fallback": "fail", "method": "auto", "pre_reboot_delay": 0}
+    assert plugin.module_calls[0][1] == {"fallback": "fail", "method": "auto", "pre_reboot_delay": 0,
+                                         "msg": "Reboot initiated by Ansible",
+                                         "search_paths": module.DEFAULT_SEARCH_PATHS}
     # Each answer from the old boot drops the connection: no persistent master from before the jump.
     assert plugin._connection.resets >= len(olds) - 1
 
@@ -478,3 +493,260 @@ def test_status_file_round_trip(tmp_path):
     with open(path) as f:
         status = json.load(f)
     assert status["boot_id"] == OLD and status["state"] == "failed" and status["msg"] == "nope"
+
+
+# -- a drop-in for ansible.builtin.reboot ---------------------------------------------------------
+
+BUILTIN_REBOOT = pytest.importorskip("ansible.plugins.action.reboot").ActionModule
+
+
+def builtin_reboot_doc():
+    import yaml  # pylint: disable=import-outside-toplevel  # controller-side test tool
+    from ansible.modules import reboot as builtin_module  # pylint: disable=import-outside-toplevel
+    return yaml.safe_load(builtin_module.DOCUMENTATION)
+
+
+def module_argument_spec(monkeypatch):
+    """The argument spec the host-side module hands AnsibleModule."""
+    seen = {}
+
+    class Captured(Exception):
+        pass
+
+    def fake_module(argument_spec, **kwargs):
+        seen.update(argument_spec=argument_spec, **kwargs)
+        raise Captured()
+
+    monkeypatch.setattr(module, "AnsibleModule", fake_module)
+    with pytest.raises(Captured):
+        module.main()
+    return seen["argument_spec"]
+
+
+def test_every_builtin_reboot_option_is_accepted_with_its_type_and_default(monkeypatch):
+    doc = builtin_reboot_doc()["options"]
+    assert set(BUILTIN_REBOOT._VALID_ARGS) == set(doc)  # the builtin's list and its docs agree
+    spec = module_argument_spec(monkeypatch)
+    for name in BUILTIN_REBOOT._VALID_ARGS:
+        assert name in action.ActionModule._VALID_ARGS and name in spec, name
+        assert action.ARGUMENT_SPEC[name]["type"] == doc[name]["type"], name
+        if doc[name].get("elements"):
+            assert action.ARGUMENT_SPEC[name]["elements"] == doc[name]["elements"], name
+    # Defaults that mean the same thing are the same value; reboot_command's default is "per OS"
+    # there and ours is documented on the option, boot_time_command's default reads the boot_id,
+    # which this module always compares.
+    for name in ("msg", "pre_reboot_delay", "post_reboot_delay", "reboot_timeout", "test_command",
+                 "search_paths", "connect_timeout"):
+        assert action.ARGUMENT_SPEC[name].get("default") == doc[name].get("default"), name
+    assert doc["boot_time_command"]["default"] == "cat /proc/sys/kernel/random/boot_id"
+    assert "/proc/sys/kernel/random/boot_id" in action.PROBE_COMMAND
+
+
+def test_module_and_action_argument_specs_are_the_same(monkeypatch):
+    assert module_argument_spec(monkeypatch) == action.ARGUMENT_SPEC
+
+
+def test_documented_options_match_the_argument_spec():
+    import yaml  # pylint: disable=import-outside-toplevel
+    options = yaml.safe_load(module.DOCUMENTATION)["options"]
+    # connect_timeout comes from the fleetboot.kexec.host.wait doc fragment.
+    assert set(options) | {"connect_timeout"} == set(action.ARGUMENT_SPEC)
+
+
+def test_a_task_written_for_builtin_reboot_runs_unchanged():
+    host = FakeHost(kexec_timeline(old_for=5, down_for=10))
+    args = dict(msg="Kernel update", reboot_timeout=300, test_command="systemctl is-system-running",
+                connect_timeout=5, pre_reboot_delay=0, post_reboot_delay=2,
+                search_paths=["/usr/sbin", "/usr/bin"])
+    plugin, res = run(host, **args)
+    assert not res.get("failed"), res
+    assert res["rebooted"] is True and res["new_boot_id"] == NEW
+    sent = plugin.module_calls[0][1]
+    assert sent["msg"] == "Kernel update" and sent["search_paths"] == ["/usr/sbin", "/usr/bin"]
+    assert "systemctl is-system-running" in host.commands
+
+
+def test_unknown_option_is_refused_like_builtin_reboot():
+    host = FakeHost([(float("inf"), Up(OLD, OLD_RELEASE))])
+    with pytest.raises(Exception) as info:
+        run(host, reboot_timeout_sec=30)
+    assert "reboot_timeout_sec" in str(info.value)
+
+
+def test_boot_time_command_must_change_beside_the_boot_id():
+    host = FakeHost(kexec_timeline(old_for=5, down_for=10))
+    plugin, res = run(host, boot_time_command=BOOT_TIME_COMMAND)
+    assert not res.get("failed"), res
+    runs = [i for i, c in enumerate(host.commands) if c == BOOT_TIME_COMMAND]
+    probes = [i for i, c in enumerate(host.commands) if c == action.PROBE_COMMAND]
+    # Once before the trigger, once after the new boot_id answered.
+    assert len(runs) == 2 and runs[0] < 2 and runs[1] > probes[-1]
+
+
+def test_boot_time_command_that_does_not_change_fails_after_reboot_timeout():
+    same = "2026-12-01 08:00:00"
+    host = FakeHost([(5, Up(OLD, OLD_RELEASE, boot_time=same)), (15, DOWN),
+                     (float("inf"), Up(NEW, NEW_RELEASE, boot_time=same))])
+    plugin, res = run(host, boot_time_command=BOOT_TIME_COMMAND, reboot_timeout=60)
+    assert res["failed"] and res["rebooted"] is True
+    assert "boot_time_command 'uptime --since' did not show a new boot within 60 s" in res["msg"]
+    assert "still prints '%s'" % same in res["msg"]
+    assert host.clock >= 60 and "whoami" not in host.commands
+
+
+def test_boot_time_command_failing_before_the_reboot_does_not_trigger():
+    host = FakeHost([(float("inf"), Up(OLD, OLD_RELEASE))])
+    plugin, res = run(host, boot_time_command="false")
+    assert res["failed"] and res["rebooted"] is False
+    assert "boot_time_command 'false' failed before the reboot (exit 1" in res["msg"]
+    assert "not rebooted" in res["msg"]
+    assert plugin.module_calls == []
+
+
+def test_test_command_gets_its_own_reboot_timeout_like_builtin_reboot():
+    # Back at t=~16; the test command succeeds only from t=50. With one 40 s window counted from
+    # the trigger this would fail; ansible.builtin.reboot gives the test command 40 s of its own.
+    host = FakeHost(kexec_timeline(old_for=5, down_for=10), test_ok_from=50)
+    plugin, res = run(host, reboot_timeout=40)
+    assert not res.get("failed"), res
+    host = FakeHost(kexec_timeline(old_for=5, down_for=10), test_ok_from=90)
+    plugin, res = run(host, reboot_timeout=40)
+    assert res["failed"] and "did not succeed within 40 s" in res["msg"] and "not ready yet" in res["msg"]
+
+
+def test_refused_custom_reboot_command_falls_back_cold_without_the_command_or_the_message():
+    failed = {"boot_id": OLD, "state": "failed", "method": "custom", "time": 3.0,
+              "msg": "reboot_command '/usr/sbin/my-reboot' failed (exit 3): busy"}
+    host = FakeHost([(3, Up(OLD, OLD_RELEASE)), (float("inf"), Up(OLD, OLD_RELEASE, status=failed))])
+
+    def module_result(h, args):
+        if args["method"] == "cold":
+            h.timeline = [(h.clock + 5, Up(OLD, OLD_RELEASE)), (h.clock + 20, DOWN),
+                          (float("inf"), Up(NEW, OLD_RELEASE, loaded=False))]
+            return default_module_result(h, args)
+        return {"changed": True, "method": "custom", "init": "systemd", "command": ["/usr/sbin/my-reboot"]}
+
+    plugin, res = run(host, fallback="cold", reboot_command="my-reboot", msg="going down",
+                      module_result=module_result)
+    assert not res.get("failed"), res
+    first, cold = plugin.module_calls[0][1], plugin.module_calls[1][1]
+    assert first["reboot_command"] == "my-reboot" and first["msg"] == "going down"
+    assert cold["method"] == "cold" and "reboot_command" not in cold and cold["msg"] == ""
+    assert res["method"] == "cold" and "failed (exit 3): busy" in res["reason"]
+
+
+def test_refused_custom_reboot_command_with_fallback_fail_fails_at_once():
+    failed = {"boot_id": OLD, "state": "failed", "method": "custom", "time": 3.0,
+              "msg": "reboot_command 'x' failed (exit 1): no"}
+    host = FakeHost([(3, Up(OLD, OLD_RELEASE)), (float("inf"), Up(OLD, OLD_RELEASE, status=failed))])
+
+    def module_result(h, args):
+        return {"changed": True, "method": "custom", "init": "systemd", "command": ["x"]}
+
+    plugin, res = run(host, reboot_command="x", module_result=module_result)
+    assert res["failed"] and "custom reboot was refused on the host" in res["msg"]
+    assert len(plugin.module_calls) == 1 and host.clock < 60
+
+
+def executable(directory, name):
+    path = directory / name
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_find_command_searches_only_search_paths(tmp_path, monkeypatch):
+    on_path = tmp_path / "on-path"
+    listed = tmp_path / "listed"
+    on_path.mkdir()
+    listed.mkdir()
+    executable(on_path, "my-reboot")
+    monkeypatch.setenv("PATH", str(on_path))
+    assert module.find_command("my-reboot", [str(listed)]) is None  # PATH is ignored
+    wanted = executable(listed, "my-reboot")
+    assert module.find_command("my-reboot", [str(listed)]) == wanted
+    assert module.find_command(wanted, []) == wanted  # an absolute path needs no search
+    (listed / "plain").write_text("")
+    assert module.find_command(str(listed / "plain"), []) is None  # not executable
+
+
+def test_resolve_reboot_command(tmp_path):
+    prog = executable(tmp_path, "shutdown")
+    paths = [str(tmp_path)]
+    assert module.resolve_reboot_command("shutdown -r now", paths) == prog + " -r now"
+    assert module.resolve_reboot_command("SYSTEMCTL_SKIP_AUTO_KEXEC=1 shutdown -r now", paths) == \
+        "SYSTEMCTL_SKIP_AUTO_KEXEC=1 %s -r now" % prog
+    with pytest.raises(module.RebootError) as info:
+        module.resolve_reboot_command("systemctl kexec", paths)
+    assert "systemctl is not in search_paths (%s)" % tmp_path in str(info.value)
+    assert "not rebooted" in str(info.value)
+    with pytest.raises(module.RebootError) as info:
+        module.resolve_reboot_command("/nonexistent/reboot", paths)
+    assert "/nonexistent/reboot is not an executable file" in str(info.value)
+    with pytest.raises(module.RebootError):
+        module.resolve_reboot_command("A=1", paths)
+
+
+def test_init_system_needs_systemctl_in_search_paths(tmp_path):
+    (tmp_path / "run" / "systemd" / "system").mkdir(parents=True)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    assert module.init_system(str(tmp_path), [str(bindir)]) == "sysv"
+    executable(bindir, "systemctl")
+    assert module.init_system(str(tmp_path), [str(bindir)]) == "systemd"
+
+
+def test_choose_method_with_a_custom_command_needs_no_loaded_image():
+    assert module.choose_method("auto", "fail", False, custom=True) == ("custom", None)
+    assert module.choose_method("cold", "fail", False, custom=True)[0] == "cold"
+
+
+def test_announce_sends_msg_through_wall_from_search_paths(tmp_path):
+    wall = executable(tmp_path, "wall")
+    calls = []
+
+    def runner(argv, **kw):
+        calls.append((argv, kw["input"], kw["timeout"]))
+        return Proc(0)
+
+    assert module.announce("Kernel update", [str(tmp_path)], runner=runner) == (True, None)
+    assert calls == [([wall], b"Kernel update\n", module.WALL_TIMEOUT)]
+    calls[:] = []
+    assert module.announce("", [str(tmp_path)], runner=runner) == (False, None)
+    assert calls == []
+    sent, warning = module.announce("x", [str(tmp_path / "none")], runner=runner)
+    assert not sent and "no wall command in search_paths" in warning and calls == []
+
+    def failing(argv, **kw):
+        return Proc(1, b"wall: cannot get tty name\n")
+
+    sent, warning = module.announce("x", [str(tmp_path)], runner=failing)
+    assert not sent and warning == "msg was not sent: %s exited 1: wall: cannot get tty name" % wall
+
+
+def test_custom_reboot_command_runs_through_sh_and_reports_only_real_refusals():
+    calls = []
+
+    def runner_with(rc, out=b""):
+        def runner(argv, **kw):
+            calls.append(argv)
+            return Proc(rc, out)
+        return runner
+
+    assert module.run_reboot_command("/sbin/reboot", runner=runner_with(0)) is None
+    assert calls == [["/bin/sh", "-c", "/sbin/reboot"]]
+    msg = module.run_reboot_command("/sbin/reboot", runner=runner_with(1, b"Access denied\n"))
+    assert msg == "reboot_command '/sbin/reboot' failed (exit 1): Access denied"
+    # Killed by a signal: the shutdown it started is stopping every process.
+    assert module.run_reboot_command("/sbin/reboot", runner=runner_with(-15)) is None
+
+
+def test_systemd_shutdown_uses_the_systemctl_found_in_search_paths():
+    calls = []
+
+    def runner(argv, **kw):
+        calls.append(argv)
+        return Proc(0)
+
+    module.run_shutdown("systemd", "kexec", OLD, runner=runner, systemctl="/usr/bin/systemctl")
+    assert calls == [["/usr/bin/systemctl", "--no-block", "kexec"]]

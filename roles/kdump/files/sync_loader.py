@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: fleetboot.kexec developers
-# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Install the loader package on the host: python3 -c <this> DEST write|check < bundle.json.
 
 The bundle maps relative paths to file contents (the collection's module_utils/kexec, read on
