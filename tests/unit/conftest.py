@@ -36,13 +36,25 @@ def fixed_entropy(monkeypatch):
     return fixed
 
 
+def newc_initrd(size, name="payload"):
+    """A real initramfs (a newc cpio archive: one member of ``size`` random bytes, then the
+    trailer), as the loader's initramfs walk and the kernel's unpacker take it."""
+    def member(member_name, data, mode):
+        encoded = member_name.encode() + b"\0"
+        fields = [1, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0]
+        out = b"070701" + b"".join(b"%08X" % f for f in fields) + encoded
+        out += b"\0" * (-len(out) % 4) + data
+        return out + b"\0" * (-len(out) % 4)
+    return member(name, os.urandom(size), 0o100644) + member("TRAILER!!!", b"", 0)
+
+
 @pytest.fixture
 def files(tmp_path):
     """A small fake kernel and initrd (random bytes) for loader tests that stub the formats."""
     k = tmp_path / "vmlinuz"
     k.write_bytes(os.urandom(3 * 4096 + 17))
     i = tmp_path / "initrd.img"
-    i.write_bytes(b"070701" + os.urandom(2 * 4096 + 5))  # starts like a cpio archive
+    i.write_bytes(newc_initrd(2 * 4096 + 5))
     return str(k), str(i)
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import cli
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import syscalls as sc
+from conftest import newc_initrd  # noqa: E402  (tests/unit/conftest.py, on sys.path under pytest)
 
 from test_loader import StubStages  # noqa: E402  (same directory, on sys.path under pytest)
 
@@ -70,13 +71,21 @@ def test_plan_text_and_reuse_cmdline(files, sysroot):
     assert rc == 1 and "--capture-options applies to crash kernels only" in err
 
 
-def test_plan_method_file_reports_unplaced_segments(files, sysroot):
-    k, i = files
+def test_plan_method_file_reports_unplaced_segments(debian_kernels, files, sysroot):
+    k, i = debian_kernels["6.1.0-56-amd64"].vmlinuz, files[1]
     rc, out, err = run(["plan", "--kernel", k, "--initrd", i, "--method", "file", "--sysroot", sysroot, "--json"])
     assert rc == 0, err
     plan = json.loads(out)
     assert plan["method"] == "file" and plan["entry"] == 0
     assert [(s["what"], s["mem"]) for s in plan["segments"]] == [("kernel", None), ("initrd", None)]
+
+
+def test_plan_method_file_checks_the_kernel_as_classic_does(files, sysroot):
+    """kexec_file_load would take the bytes and fail in the kernel: the plan refuses them first."""
+    k, i = files  # random bytes, not a kernel
+    for method in ("file", "classic"):
+        rc, out, err = run(["plan", "--kernel", k, "--initrd", i, "--method", method, "--sysroot", sysroot])
+        assert rc == 1 and "unrecognised kernel image" in err and "pass the kernel" in err, (method, err)
 
 
 def test_load_unload_exec_through_the_fake(files, sysroot):
@@ -156,8 +165,8 @@ def _sub(argv, env=None):
                           env=full, cwd=REPO, timeout=120, check=False)
 
 
-def test_bin_launcher_and_python_m_entry_points(files):
-    k, i = files
+def test_bin_launcher_and_python_m_entry_points(debian_kernels):
+    kernel = debian_kernels["6.1.0-56-amd64"].vmlinuz
     sysroot = os.path.join(SYSROOTS, "seabios-pc-1g")
     p = _sub([sys.executable, os.path.join(REPO, "bin", "fleetboot-kexec"), "status", "--sysroot", sysroot, "--json"])
     assert p.returncode == 0, p.stderr
@@ -168,7 +177,7 @@ def test_bin_launcher_and_python_m_entry_points(files):
     assert p.returncode == 0, p.stderr
     # On an installed collection.
     p = _sub([sys.executable, "-m", "ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.cli",
-              "plan", "--kernel", k, "--method", "file", "--sysroot", sysroot, "--json"],
+              "plan", "--kernel", kernel, "--method", "file", "--sysroot", sysroot, "--json"],
              env={"PYTHONPATH": os.path.join(REPO, ".build", "collections")})
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["method"] == "file"
@@ -182,7 +191,7 @@ def test_bin_launcher_and_python_m_entry_points(files):
 def test_real_kernel_plan_json_and_dry_run(debian_kernels, sysroot, tmp_path, fixed_entropy):
     pkg = debian_kernels["6.1.0-56-amd64"]
     initrd = tmp_path / "initrd"
-    initrd.write_bytes(b"070701" + os.urandom(4 << 20))
+    initrd.write_bytes(newc_initrd(4 << 20))
     root = os.path.join(SYSROOTS, sysroot)
     base = ["--kernel", pkg.vmlinuz, "--initrd", str(initrd), "--reuse-cmdline", "--method", "classic",
             "--sysroot", root, "--json"]

@@ -26,6 +26,7 @@ from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors impor
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.memmap import RAM, Range, subtract
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.plan import CRASH_CONTROL_HEADROOM
+from conftest import newc_initrd  # noqa: E402  (tests/unit/conftest.py, on sys.path under pytest)
 
 from tests.unit.test_loader import StubStages, make_host
 
@@ -185,7 +186,7 @@ def shrink_crash_region(tmp_path, name, size):
 def test_too_small_region_is_refused_with_both_sizes_before_any_syscall(method, debian_kernel, tmp_path):
     sysroot = shrink_crash_region(tmp_path, "lab-seabios-pc-2g-crash", 32 << 20)
     initrd = tmp_path / "initrd.img"
-    initrd.write_bytes(b"070701" + b"0" * (24 << 20))
+    initrd.write_bytes(newc_initrd(24 << 20))
     fake = sc.FakeSyscalls("x86_64")
     host = Host.read(sysroot)
     req = Request(debian_kernel.vmlinuz, initrd=str(initrd), kind="crash", method=method)

@@ -19,6 +19,7 @@ from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.crash.facts 
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.memmap import MemoryMap, Range
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.plan import Plan
+from conftest import newc_initrd  # noqa: E402  (tests/unit/conftest.py, on sys.path under pytest)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SYSROOTS = os.path.join(REPO, "tests", "fixtures", "sysroots")
@@ -71,6 +72,10 @@ class StubStages(loader.Stages):
         img.entry64 = k.mem + 0x200
         img.boot_params_addr = bp.mem
         return img
+
+    def check_file_load(self, buf, host):
+        if self.fail_at == "image":
+            raise ImageFormatError("stub: not a kernel")
 
     def link_purgatory(self, plan, image, host, crash=None):
         if self.fail_at == "purgatory":
@@ -393,7 +398,7 @@ def test_status_reports_the_auto_method():
 def test_real_kernel_plans_and_dry_runs(debian_kernels, sysroot, tmp_path, fixed_entropy):
     pkg = debian_kernels["6.1.0-56-amd64"]
     initrd = tmp_path / "initrd"
-    initrd.write_bytes(b"070701" + os.urandom(1 << 20))
+    initrd.write_bytes(newc_initrd(1 << 20))
     host = Host.read(os.path.join(SYSROOTS, sysroot))
     req = Request(pkg.vmlinuz, str(initrd), "root=/dev/vda ro console=ttyS0", method="classic")
     with loader.make_plan(req, host) as prep:

@@ -18,6 +18,7 @@ from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors impor
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.syscalls import FakeSyscalls
 from ansible_collections.fleetboot.kexec.plugins.modules import kexec_load
+from conftest import newc_initrd  # noqa: E402  (tests/unit/conftest.py, on sys.path under pytest)
 
 from tests.kernels import KernelUnavailable, kernel_package
 
@@ -121,7 +122,7 @@ def sysroot(tmp_path):
 @pytest.fixture
 def initrd(tmp_path):
     path = tmp_path / ("initrd.img-" + NEW)
-    path.write_bytes(b"070701" + os.urandom(3 * 4096 + 123))
+    path.write_bytes(newc_initrd(3 * 4096 + 123))
     return str(path)
 
 
@@ -215,8 +216,8 @@ def test_anything_different_loads_again(capsys, fake, sysroot, vmlinuz, initrd, 
     elif what == "unloaded behind our back":
         set_flag(sysroot, LOADED, 0)
     elif what == "initrd content":
-        with open(initrd, "ab") as f:
-            f.write(b"x")
+        with open(initrd, "wb") as f:
+            f.write(newc_initrd(3 * 4096 + 123))  # same size, other bytes
     else:
         args["method"] = "file"
     res = load(capsys, fake, sysroot, **args)

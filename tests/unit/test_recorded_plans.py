@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+from conftest import newc_initrd  # noqa: E402  (tests/unit/conftest.py, on sys.path under pytest)
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLI = os.path.join(REPO, "bin", "fleetboot-kexec")
 RECORDED = sorted(glob.glob(os.path.join(REPO, "tests", "fixtures", "sysroots", "lab-*")))
@@ -76,7 +78,7 @@ def assert_kernel_would_accept(report, ram, window=None):
 @pytest.fixture(scope="module")
 def inputs(debian_kernels, tmp_path_factory):
     initrd = tmp_path_factory.mktemp("initrd") / "initrd.img"
-    initrd.write_bytes(b"\x1f\x8b" + os.urandom(30 << 20))  # gzip magic, Debian's initrd size
+    initrd.write_bytes(newc_initrd(30 << 20))  # Debian's initrd size
     return debian_kernels["6.1.0-56-amd64"].vmlinuz, str(initrd)
 
 

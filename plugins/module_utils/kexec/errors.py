@@ -32,6 +32,10 @@ class PurgatoryError(KexecError):
     """The purgatory object cannot be linked (missing symbol, relocation overflow, stale blob)."""
 
 
+class UnsignedImageError(ImageFormatError):
+    """The host requires a signed kernel for kexec_file_load and the image carries no signature."""
+
+
 class SyscallError(KexecError):
     """The kernel refused a kexec syscall; the message names the errno and what to do."""
 

@@ -27,9 +27,10 @@ import traceback
 from . import arch as _arch
 from .core.entropy import kernel_random
 from .core.initramfs import check_initramfs
+from .cmdline import encode_cmdline
 from .core.mapped import MappedFile
 from .crash.fit import check_fits
-from .errors import HostError, KexecError, PlanError, SignatureError, SyscallError
+from .errors import HostError, ImageFormatError, KexecError, PlanError, SignatureError, SyscallError
 from .host import Host
 from .policy import MethodError, choose_methods, classic_refusal, may_fall_back
 from .syscalls import numbers as _nr
@@ -71,6 +72,11 @@ class Stages:
     def load_image(self, buf, initrd, cmdline, host, plan, crash=None):
         """Place the image's segments (probe, parse, boot data); ``crash`` is the CrashSetup."""
         return self.arch(host).load_image(buf, initrd, cmdline, host, plan, crash=crash, entropy=self.entropy)
+
+    def check_file_load(self, buf, host):
+        """What kexec_file_load demands of the image beyond what a kexec_load plan checks."""
+        arch = self.arch(host)
+        arch.check_file_load(arch.probe(buf), buf, host)
 
     def kernel_need(self, buf, host):
         """Bytes the kernel occupies once loaded (a bzImage's init_size, else the file's size)."""
@@ -224,6 +230,15 @@ def _corrupt(segments, what):
                      % (CORRUPT_ENV, what, ", ".join(s.what for s in segments)))
 
 
+def _about(path):
+    """Re-raise an image error naming the kernel file it is about (a plan reads two files)."""
+    err = sys.exc_info()[1]
+    text = str(err)
+    if text.startswith(("kernel ", "initrd ", "the kernel ")):
+        raise err
+    raise type(err)("kernel %s: %s" % (path, text))
+
+
 def make_plan(request, host, stages=None, method=None, environ=None):
     """Build the Prepared load for ``request`` on ``host`` without touching the kernel.
 
@@ -236,6 +251,8 @@ def make_plan(request, host, stages=None, method=None, environ=None):
     chosen = method or methods[0]
     prep = Prepared(request, chosen, methods, host)
     try:
+        stages.arch(host)  # an architecture the loader does not know is refused here
+        encode_cmdline(request.cmdline)  # both methods: no NUL, text the kernel and the report agree on
         if request.kind == "crash":
             if _get(host, "iomem_hidden"):
                 raise HostError("the crash region is only listed in /proc/iomem, which the kernel hides "
@@ -248,18 +265,27 @@ def make_plan(request, host, stages=None, method=None, environ=None):
         prep.kernel = MappedFile(request.kernel, "kernel", max_size=limit)
         if request.initrd:
             prep.initrd = MappedFile(request.initrd, "initrd", max_size=limit)
-            # Both methods: the kernel would take any bytes and the next boot would panic.
-            check_initramfs(prep.initrd.map, request.initrd)
         if request.kind == "crash":
             # Both methods, before any placement: a clear "needs X, holds Y" beats a segment
             # that does not fit (and kexec_file_load's bare ENOMEM).
             check_fits(_get(host, "crash_region"), stages.kernel_need(prep.kernel.map, host),
                        prep.initrd.size if prep.initrd is not None else 0,
                        page_size=_get(host, "page_size") or 4096)
-        if chosen == "file":
-            _plan_file(prep)
-        else:
-            _plan_classic(prep, stages)
+        if prep.initrd is not None:
+            # Both methods: the kernel would take any bytes and the next boot would panic.
+            check_initramfs(prep.initrd.map, request.initrd)
+        try:
+            if chosen == "file":
+                # One validation path for both methods: the image is probed and placed exactly as
+                # kexec_load would place it (every format, size, command-line and placement rule), and
+                # what kexec_file_load itself demands is checked on top; only the syscall differs.
+                stages.check_file_load(prep.kernel.map, host)
+                _validate_placement(prep, stages)
+                _plan_file(prep)
+            else:
+                _plan_classic(prep, stages)
+        except ImageFormatError:
+            _about(request.kernel)
         what = environ.get(CORRUPT_ENV)
         if what:
             prep.corrupted = _corrupt(prep.segments, what)
@@ -281,6 +307,19 @@ def _plan_file(prep):
         flags |= _nr.KEXEC_FILE_NO_INITRAMFS
     prep.flags = flags
     prep.entry = 0
+
+
+def _validate_placement(prep, stages):
+    """Place the image as a kexec_load plan would (no purgatory, no crash header: the kernel builds
+    those for kexec_file_load) and check the plan against the kernel's segment rules."""
+    host = prep.host
+    plan = stages.new_plan(host, prep.kind, method="file")
+    initrd = prep.initrd.map if prep.initrd is not None else None
+    image = stages.load_image(prep.kernel.map, initrd, prep.cmdline, host, plan, crash=None)
+    prep.warnings.extend(w for w in (getattr(image, "warnings", None) or []) if "RNG" not in w)
+    plan.check()
+    # Drop our references to the views into the mappings: the file segments hold their own.
+    plan.segments = []
 
 
 def _plan_classic(prep, stages):

@@ -15,7 +15,8 @@ __metaclass__ = type
 
 from ..core.entropy import kernel_random
 from ..core.plan import Plan
-from ..errors import ImageFormatError
+from ..errors import ImageFormatError, UnsignedImageError
+from ..host.security import lockdown_mode
 
 _U64 = (1 << 64) - 1
 
@@ -71,6 +72,22 @@ class Arch:
         return ("unrecognised kernel image for %s (first bytes %s); pass the kernel image the distribution "
                 "installs in /boot (vmlinuz-<version>)" % (self.name, head.hex()))
 
+    def check_file_load(self, fmt, buf, host):
+        """Refuse, before the syscall, what this architecture's kexec_file_load would refuse about the
+        image itself: a format its kernel loaders do not take, or no signature where the host
+        requires one (lockdown, CONFIG_KEXEC_SIG_FORCE: kimage_validate_signature)."""
+        if fmt.name not in self.file_load_formats:
+            takes = " or ".join(self.file_load_formats) or "no"
+            raise ImageFormatError("kexec_file_load on %s takes %s kernel images, not a %s; use --method classic "
+                                   "(or auto) for this one, nothing was loaded" % (self.name, takes, fmt.name))
+        reason = signature_requirement(host)
+        signed = getattr(fmt, "signed", None)
+        if reason and signed is not None and not signed(buf):
+            raise UnsignedImageError(
+                "the kernel image carries no signature, but %s requires a signed kernel for kexec_file_load; use the "
+                "distribution's signed kernel (linux-image-<version>, not -unsigned) or one signed for your MOK, "
+                "nothing was loaded" % reason)
+
     def kernel_need(self, buf):
         """Bytes the kernel occupies once loaded (the crash region must hold them)."""
         return len(buf)
@@ -105,6 +122,17 @@ class Arch:
 
     def __repr__(self):
         return "<Arch %s>" % self.name
+
+
+def signature_requirement(host):
+    """Why ``host`` only takes signed kernels through kexec_file_load (a phrase), or None."""
+    lockdown = lockdown_mode(host)
+    if lockdown in ("integrity", "confidentiality"):
+        return "kernel lockdown (%s) on this host" % lockdown
+    syscalls = getattr(host, "syscalls", None) or {}
+    if syscalls.get("kexec_sig_force"):
+        return "this host's kernel (built with CONFIG_KEXEC_SIG_FORCE)"
+    return None
 
 
 def _totalram_pages(host, page_size):

@@ -24,6 +24,8 @@ import zlib
 
 from ..errors import ImageFormatError
 
+#: What a damaged payload's refusal tells the user to do.
+DAMAGED = "; the file is damaged: reinstall its package or pass an intact one"
 MAX_OUTPUT = 1 << 30        # no vmlinux is a gigabyte; a payload that says so is corrupt
 CHUNK = 1 << 20
 
@@ -68,7 +70,7 @@ class _Sink:
         if len(self.out) + len(data) > self.limit:
             raise ImageFormatError(
                 "%s payload decompresses to more than %d bytes (the size it declares); the "
-                "image is corrupted" % (self.fmt, self.limit))
+                "image is corrupted%s" % (self.fmt, self.limit, DAMAGED))
         self.out += data
 
 
@@ -116,9 +118,9 @@ def _zstd(view, sink):
             sink.add(dec.decompress(view[pos:pos + CHUNK]))
             pos += CHUNK
         if not dec.eof:
-            raise ImageFormatError("truncated zstd payload: the frame does not end")
+            raise ImageFormatError("truncated zstd payload: the frame does not end%s" % DAMAGED)
     except zstandard.ZstdError as err:
-        raise ImageFormatError("corrupted zstd payload: %s" % err)
+        raise ImageFormatError("corrupted zstd payload: %s%s" % (err, DAMAGED))
 
 
 def decompress(buf, fmt=None, limit=None):
@@ -130,8 +132,8 @@ def decompress(buf, fmt=None, limit=None):
     view = memoryview(buf)
     fmt = fmt or detect(view)
     if fmt is None:
-        raise ImageFormatError("kernel payload has no known compression magic (starts with %s)"
-                               % bytes(view[:6]).hex())
+        raise ImageFormatError("kernel payload has no known compression magic (starts with %s)%s"
+                               % (bytes(view[:6]).hex(), DAMAGED))
     expected = declared_size(view)
     if limit is None:
         limit = expected if 0 < expected <= MAX_OUTPUT else MAX_OUTPUT
@@ -150,15 +152,16 @@ def decompress(buf, fmt=None, limit=None):
             ended = True
         else:
             raise ImageFormatError("kernel payload is %s-compressed, which this loader cannot "
-                                   "decompress (supported: gzip, xz, lzma, bzip2, zstd)" % fmt)
+                                   "decompress (supported: gzip, xz, lzma, bzip2, zstd); use a kernel "
+                                   "compressed with one of those" % fmt)
     except (lzma.LZMAError, zlib.error, OSError, EOFError, ValueError) as err:
-        raise ImageFormatError("corrupted %s payload: %s" % (fmt, err))
+        raise ImageFormatError("corrupted %s payload: %s%s" % (fmt, err, DAMAGED))
     if not ended:
-        raise ImageFormatError("%s payload is truncated: the compressed stream does not end"
-                               % fmt)
+        raise ImageFormatError("%s payload is truncated: the compressed stream does not end%s"
+                               % (fmt, DAMAGED))
     if 0 < expected <= MAX_OUTPUT and len(sink.out) != expected:
         raise ImageFormatError("%s payload decompressed to %d bytes but declares %d; the image is "
-                               "corrupted" % (fmt, len(sink.out), expected))
+                               "corrupted%s" % (fmt, len(sink.out), expected, DAMAGED))
     return sink.out
 
 

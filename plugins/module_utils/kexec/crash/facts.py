@@ -95,7 +95,8 @@ def read_vmcoreinfo(sysroot):
         return None
     words = text.split()
     if len(words) < 2:
-        raise HostError("cannot parse %s (%r); expected '<address> <size>' in hex" % (tree.path(rel), text[:60]))
+        raise HostError("cannot parse %s (%r); expected '<address> <size>' in hex (record the host tree again)"
+                        % (tree.path(rel), text[:60]))
     # "%pa %x": both hexadecimal.
     addr = parse_u64(words[0], 16, tree.path(rel))
     size = parse_u64(words[1], 16, tree.path(rel))

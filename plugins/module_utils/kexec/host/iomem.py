@@ -78,8 +78,9 @@ def parse_iomem(text, where="/proc/iomem"):
             start, last = int(lo, 16), int(hi, 16)
         except ValueError:
             raise HostError("%s line %d is not 'start-end : name': %r; re-read or re-record it" % (where, lineno, line[:80]))
-        if last < start or last >= (1 << 64) - 1:
-            raise HostError("%s line %d has an end below its start or beyond 64 bits: %r" % (where, lineno, line[:80]))
+        if last < start or last >= 1 << 64:
+            raise HostError("%s line %d has an end below its start or beyond 64 bits: %r; re-read or re-record it"
+                            % (where, lineno, line[:80]))
         if start or last:
             nonzero = True
         node = IomemNode(start, last + 1, name.strip())
@@ -87,7 +88,8 @@ def parse_iomem(text, where="/proc/iomem"):
             stack.pop()
         if depth > 0:
             if not stack or stack[-1][0] != depth - 1:
-                raise HostError("%s line %d is nested deeper than the line above allows: %r" % (where, lineno, line[:80]))
+                raise HostError("%s line %d is nested deeper than the line above allows: %r; re-read or "
+                                "re-record it" % (where, lineno, line[:80]))
             stack[-1][1].children.append(node)
         else:
             roots.append(node)

@@ -22,7 +22,8 @@ def parse_lockdown(text, where=LOCKDOWN):
     dummy, sep, rest = text.partition("[")
     word, sep2, dummy = rest.partition("]")
     if not sep or not sep2 or not word.strip():
-        raise HostError("%s holds %r, without a [bracketed] mode; the file is corrupted" % (where, text.strip()[:60]))
+        raise HostError("%s holds %r, without a [bracketed] mode; the file is corrupted (record the host tree "
+                        "again)" % (where, text.strip()[:60]))
     return word.strip()
 
 

@@ -130,8 +130,8 @@ class Sysroot:
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError:
-            raise HostError("%s is not UTF-8 text; the file is corrupted or not what Linux writes there"
-                            % self.path(rel))
+            raise HostError("%s is not UTF-8 text; the file is corrupted or not what Linux writes there "
+                            "(record the host tree again)" % self.path(rel))
 
     def read_int(self, rel, base=10):
         """File ``rel`` as a number in ``base`` that fits 64 bits (None when absent)."""
@@ -151,9 +151,11 @@ def parse_u64(text, base, where):
     try:
         value = int(text, base)
     except ValueError:
-        raise HostError("%s holds %r, not a number; the file is corrupted" % (where, text[:40]))
+        raise HostError("%s holds %r, not a number; the file is corrupted (record the host tree again)"
+                        % (where, text[:40]))
     if not 0 <= value <= _U64:
-        raise HostError("%s holds %r, which does not fit 64 bits; the file is corrupted" % (where, text[:40]))
+        raise HostError("%s holds %r, which does not fit 64 bits; the file is corrupted (record the host tree "
+                        "again)" % (where, text[:40]))
     return value
 
 

@@ -50,6 +50,13 @@ class X86_64(Arch):
         return ("unrecognised kernel image (first bytes %s): expected an x86 bzImage or an x86_64 ELF vmlinux; "
                 "pass the kernel the distribution installs in /boot (vmlinuz-<version>)" % head.hex())
 
+    def check_file_load(self, fmt, buf, host):
+        # The image's own consistency first (a damaged bzImage is damaged, whatever else), then
+        # the format and signature rules every arch has.
+        if hasattr(fmt, "check_file_load"):
+            fmt.check_file_load(buf, host)
+        super(X86_64, self).check_file_load(fmt, buf, host)
+
     def kernel_need(self, buf):
         # A bzImage decompresses in place and needs init_size bytes; anything else its size.
         if BzImage.probe(buf):

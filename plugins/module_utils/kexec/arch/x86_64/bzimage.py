@@ -24,6 +24,7 @@ import struct
 from ...cmdline import encode_cmdline
 from ...errors import ImageFormatError, PlanError
 from ...core.decompress import decompress, detect
+from ...core import pe
 from ...core.entropy import kernel_random
 from . import bootparams as _bp
 from . import efi as _efi
@@ -49,6 +50,10 @@ XLF_EFI_HANDOVER_64 = 0x08
 XLF_EFI_KEXEC = 0x10
 XLF_5LEVEL = 0x20
 XLF_5LEVEL_ENABLED = 0x40
+
+#: What a damaged or foreign kernel file's refusal tells the user to do.
+DAMAGED = ("; the kernel file is damaged or not an x86 kernel: reinstall its package "
+           "(apt-get install --reinstall linux-image-<version>) or pass an intact one")
 
 # 2.12 is the first protocol with xloadflags, i.e. the first that can say "I have a 64-bit entry".
 MIN_PROTOCOL = 0x020C
@@ -148,11 +153,11 @@ class SetupHeader:
         if size < 0x208:
             raise ImageFormatError(
                 "file is %d bytes, too short to hold an x86 setup header (needs at least 0x208): "
-                "not a bzImage, or truncated" % size)
+                "not a bzImage, or truncated%s" % (size, DAMAGED))
         magic = bytes(view[0x202:0x206])
         if magic != HDRS_MAGIC:
             raise ImageFormatError(
-                "no 'HdrS' magic at offset 0x202 (found %r): not an x86 bzImage" % magic)
+                "no 'HdrS' magic at offset 0x202 (found %r): not an x86 bzImage%s" % (magic, DAMAGED))
         version = struct.unpack_from("<H", view, 0x206)[0]
         # The short jump at 0x200 (EB xx) skips the header, so 0x202 + xx is where it ends; the
         # kernel and kexec-tools both size the header copy this way.
@@ -160,8 +165,8 @@ class SetupHeader:
         header_end = min(header_end, SETUP_HEADER_END_MAX)
         if size < header_end:
             raise ImageFormatError(
-                "bzImage truncated inside its setup header (%d bytes, header ends at 0x%x)"
-                % (size, header_end))
+                "bzImage truncated inside its setup header (%d bytes, header ends at 0x%x)%s"
+                % (size, header_end, DAMAGED))
         fields = {}
         for name, off, fmt, since in _FIELDS:
             width = struct.calcsize("<" + fmt)
@@ -304,6 +309,22 @@ class BzImage:
         except (TypeError, ValueError):
             return False
 
+    @staticmethod
+    def signed(buf):
+        """True when the image's EFI stub PE header carries an Authenticode certificate table."""
+        return pe.is_signed(buf)
+
+    @classmethod
+    def check_file_load(cls, buf, host=None):
+        """What kexec_file_load's bzImage64 loader demands beyond check_loadable(): a kernel that may
+        be loaded above 4 GiB (bzImage64_probe refuses others)."""
+        image = cls.parse(buf)
+        image.check_loadable(host)
+        if not image.header.has(XLF_CAN_BE_LOADED_ABOVE_4G):
+            raise ImageFormatError("this bzImage cannot be loaded above 4 GiB (XLF_CAN_BE_LOADED_ABOVE_4G not set), "
+                                   "which kexec_file_load requires; use --method classic for it, nothing was loaded")
+        return image
+
     @classmethod
     def parse(cls, buf):
         """Parse and validate ``buf`` as a bzImage whose layout is internally consistent.
@@ -315,26 +336,26 @@ class BzImage:
         size = len(buf)
         if header.boot_flag != BOOT_FLAG:
             raise ImageFormatError("setup header boot_flag is 0x%04x, expected 0xaa55: not a bootable "
-                                   "x86 kernel image" % header.boot_flag)
+                                   "x86 kernel image%s" % (header.boot_flag, DAMAGED))
         if size < 2 * SECTOR:
-            raise ImageFormatError("file is %d bytes, too short for a bzImage" % size)
+            raise ImageFormatError("file is %d bytes, too short for a bzImage%s" % (size, DAMAGED))
         if header.setup_size >= size:
             raise ImageFormatError(
                 "bzImage truncated: setup_sects=%d says the protected-mode kernel starts at 0x%x, "
-                "but the file is only 0x%x bytes" % (header.setup_sects, header.setup_size, size))
+                "but the file is only 0x%x bytes%s" % (header.setup_sects, header.setup_size, size, DAMAGED))
         if header.syssize and header.version >= 0x0204:
             # syssize counts 16-byte paragraphs of the protected-mode part.
             declared = header.syssize * 16
             if header.setup_size + declared > size:
                 raise ImageFormatError(
                     "bzImage truncated: syssize says 0x%x bytes of kernel follow the setup code at "
-                    "0x%x, but the file is only 0x%x bytes" % (declared, header.setup_size, size))
+                    "0x%x, but the file is only 0x%x bytes%s" % (declared, header.setup_size, size, DAMAGED))
         if header.version >= 0x0208 and header.payload_length:
             start = header.setup_size + header.payload_offset
             if start + header.payload_length > size:
                 raise ImageFormatError(
                     "bzImage payload out of range: offset 0x%x + length 0x%x ends past the file "
-                    "end 0x%x" % (start, header.payload_length, size))
+                    "end 0x%x%s" % (start, header.payload_length, size, DAMAGED))
         return cls(buf, header)
 
     def check_loadable(self, host=None):
@@ -343,14 +364,14 @@ class BzImage:
         if h.version < MIN_PROTOCOL:
             raise ImageFormatError(
                 "kernel uses x86 boot protocol %s; loading needs 2.12 or newer (a 64-bit entry point "
-                "announced by xloadflags), i.e. Linux 3.8 or later" % h.protocol)
+                "announced by xloadflags), i.e. Linux 3.8 or later; pass a newer kernel" % h.protocol)
         if not h.loadflags & LOADED_HIGH:
             raise ImageFormatError("image is a zImage (LOADED_HIGH not set in loadflags); only "
-                                   "bzImage kernels can be loaded")
+                                   "bzImage kernels can be loaded: pass a bzImage (make bzImage)")
         if not h.has(XLF_KERNEL_64):
             raise ImageFormatError(
                 "kernel has no 64-bit entry point (XLF_KERNEL_64 not set in xloadflags=0x%x): it is a "
-                "32-bit kernel or built without 64-bit boot support" % h.xloadflags)
+                "32-bit kernel or built without 64-bit boot support; pass a 64-bit (x86_64) kernel" % h.xloadflags)
         if not h.relocatable_kernel:
             # Without relocation the kernel must sit at pref_address, which is where the running
             # kernel lives; the planner cannot promise that range, so refuse early and clearly.
@@ -358,15 +379,15 @@ class BzImage:
                                    "CONFIG_RELOCATABLE=y")
         align = h.kernel_alignment
         if not align or align & (align - 1) or align < PAGE_SIZE:
-            raise ImageFormatError("kernel_alignment 0x%x is not a power of two >= 4096" % align)
+            raise ImageFormatError("kernel_alignment 0x%x is not a power of two >= 4096%s" % (align, DAMAGED))
         if h.init_size == 0:
-            raise ImageFormatError("setup header init_size is 0: corrupted header")
+            raise ImageFormatError("setup header init_size is 0: corrupted header%s" % DAMAGED)
         if h.init_size < len(self.buf) - h.setup_size:
             raise ImageFormatError(
                 "init_size 0x%x is smaller than the protected-mode kernel (0x%x bytes): corrupted "
-                "header" % (h.init_size, len(self.buf) - h.setup_size))
+                "header%s" % (h.init_size, len(self.buf) - h.setup_size, DAMAGED))
         if h.cmdline_size == 0 and h.version >= 0x0206:
-            raise ImageFormatError("setup header cmdline_size is 0: corrupted header")
+            raise ImageFormatError("setup header cmdline_size is 0: corrupted header%s" % DAMAGED)
         if h.version >= 0x0208 and h.payload_length:
             # The payload must start like compressed (or, CONFIG_KERNEL_UNCOMPRESSED, ELF) data;
             # anything else means setup_sects or payload_offset is corrupted and we would jump
@@ -380,8 +401,8 @@ class BzImage:
             if not known:
                 raise ImageFormatError(
                     "the payload at offset 0x%x does not start with compressed kernel data (%s): "
-                    "setup_sects or payload_offset is corrupted"
-                    % (h.setup_size + h.payload_offset, head.hex()))
+                    "setup_sects or payload_offset is corrupted%s"
+                    % (h.setup_size + h.payload_offset, head.hex(), DAMAGED))
         if host is not None and getattr(host, "la57", False) and not h.has(XLF_5LEVEL):
             raise ImageFormatError("the running kernel uses 5-level paging but this kernel cannot be "
                                    "entered in that mode (XLF_5LEVEL not set in its header); use a kernel "
@@ -522,6 +543,6 @@ def extract_vmlinux(buf):
     finally:
         payload.release()
     if bytes(out[:4]) != b"\x7fELF":
-        raise ImageFormatError("decompressed payload is not an ELF file (starts with %s)"
-                               % bytes(out[:4]).hex())
+        raise ImageFormatError("decompressed payload is not an ELF file (starts with %s)%s"
+                               % (bytes(out[:4]).hex(), DAMAGED))
     return out

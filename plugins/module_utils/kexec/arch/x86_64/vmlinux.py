@@ -20,7 +20,7 @@ import struct
 from ...errors import ImageFormatError
 from ...core import elf as _elf
 from ...core.entropy import kernel_random
-from .bzimage import (BOOT_FLAG, HDRS_MAGIC, LOADED_HIGH, PAGE_SIZE, XLF_CAN_BE_LOADED_ABOVE_4G,
+from .bzimage import (DAMAGED, BOOT_FLAG, HDRS_MAGIC, LOADED_HIGH, PAGE_SIZE, XLF_CAN_BE_LOADED_ABOVE_4G,
                       XLF_KERNEL_64, BootData, SetupHeader)
 
 EM_X86_64 = 62
@@ -75,33 +75,36 @@ class Vmlinux:
         if len(buf) >= 20 and bytes(memoryview(buf)[:4]) == b"\x7fELF" and not cls.probe(buf):
             # Say what the file is before complaining about its insides.
             head = bytes(memoryview(buf)[:20])
+            e_type, e_machine = struct.unpack_from("<HH", head, 16)
             raise ImageFormatError(
                 "ELF file is not an x86_64 kernel executable (class %d, data %d, type %d, machine "
-                "%d)" % (head[4], head[5], struct.unpack_from("<H", head, 16)[0],
-                         struct.unpack_from("<H", head, 18)[0]))
-        ef = _elf.ElfFile(buf)
+                "%d); pass an x86_64 kernel (vmlinuz or vmlinux)" % (head[4], head[5], e_type, e_machine))
+        try:
+            ef = _elf.ElfFile(buf)
+        except ImageFormatError as err:
+            raise ImageFormatError("%s%s" % (err, DAMAGED))
         if ef.elfclass != 64 or not ef.little_endian or ef.e_machine != EM_X86_64:
-            raise ImageFormatError("ELF file is not an x86_64 kernel (class %d, machine %d)"
+            raise ImageFormatError("ELF file is not an x86_64 kernel (class %d, machine %d); pass an x86_64 kernel"
                                    % (ef.elfclass, ef.e_machine))
         if ef.e_type != _elf.ET_EXEC:
             raise ImageFormatError("ELF file is type %d, not an executable (ET_EXEC); a vmlinux is "
-                                   "ET_EXEC" % ef.e_type)
+                                   "ET_EXEC: pass the kernel itself, not a module or object" % ef.e_type)
         image = cls(buf, ef)
         loads = image.loads()
         if not loads:
-            raise ImageFormatError("ELF vmlinux has no PT_LOAD segment with memory")
+            raise ImageFormatError("ELF vmlinux has no PT_LOAD segment with memory%s" % DAMAGED)
         prev = None
         for ph in sorted(loads, key=lambda p: p.p_paddr):
             if ph.p_paddr % PAGE_SIZE:
                 raise ImageFormatError(
                     "PT_LOAD %d has physical address 0x%x, not page aligned; kexec segments must "
-                    "start on a page" % (ph.index, ph.p_paddr))
+                    "start on a page%s" % (ph.index, ph.p_paddr, DAMAGED))
             if ph.p_filesz > ph.p_memsz:
-                raise ImageFormatError("PT_LOAD %d has p_filesz 0x%x > p_memsz 0x%x"
-                                       % (ph.index, ph.p_filesz, ph.p_memsz))
+                raise ImageFormatError("PT_LOAD %d has p_filesz 0x%x > p_memsz 0x%x%s"
+                                       % (ph.index, ph.p_filesz, ph.p_memsz, DAMAGED))
             if prev is not None and ph.p_paddr < prev.p_paddr + prev.p_memsz:
-                raise ImageFormatError("PT_LOAD %d and %d overlap in physical memory"
-                                       % (prev.index, ph.index))
+                raise ImageFormatError("PT_LOAD %d and %d overlap in physical memory%s"
+                                       % (prev.index, ph.index, DAMAGED))
             prev = ph
         image.entry()  # validates e_entry
         return image
@@ -122,7 +125,7 @@ class Vmlinux:
         for ph in loads if e >= 1 << 63 else ():
             if ph.p_vaddr <= e < ph.p_vaddr + ph.p_memsz:
                 return e - ph.p_vaddr + ph.p_paddr
-        raise ImageFormatError("ELF entry point 0x%x lies in no PT_LOAD segment" % e)
+        raise ImageFormatError("ELF entry point 0x%x lies in no PT_LOAD segment%s" % (e, DAMAGED))
 
     def span(self):
         """(lowest physical address, end of the highest PT_LOAD)."""
