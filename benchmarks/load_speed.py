@@ -53,19 +53,33 @@ def kexec_tools():
 
 
 def initrd():
-    """A 64 MiB initrd of incompressible bytes (deterministic), made once."""
-    path = os.path.join(cache_root(), "bench-initrd-%dM-v2.img" % INITRD_MIB)
-    if not os.path.exists(path) or os.path.getsize(path) != INITRD_MIB << 20:
-        chunk = bytearray(b"\x1f\x8b")  # gzip magic: the loader checks an initrd starts like one
-        seed = b"fleetboot"
+    """A 64 MiB initramfs (deterministic, incompressible): one newc cpio archive whose one member
+    fills it, then the trailer, so the loader's initramfs walk and kexec-tools take it alike."""
+    path = os.path.join(cache_root(), "bench-initrd-%dM-v3.img" % INITRD_MIB)
+    total = INITRD_MIB << 20
+    if not os.path.exists(path) or os.path.getsize(path) != total:
         import hashlib
+
+        def header(name, size, mode):
+            name = name.encode() + b"\0"
+            fields = [1, mode, 0, 0, 1, 0, size, 0, 0, 0, 0, len(name), 0]
+            head = b"070701" + b"".join(b"%08X" % f for f in fields) + name
+            return head + b"\0" * (-len(head) % 4)
+        trailer = header("TRAILER!!!", 0, 0)
+        first = header("payload", 0, 0o100644)
+        size = total - len(first) - len(trailer)
+        size -= size % 4
+        first = header("payload", size, 0o100644)
         with open(path + ".tmp", "wb") as f:
-            for i in range((INITRD_MIB << 20) // 32):
-                chunk += hashlib.sha256(seed + i.to_bytes(8, "little")).digest()
-                if len(chunk) >= 1 << 20:
-                    f.write(chunk)
-                    chunk = bytearray()
-            f.write(chunk[:(INITRD_MIB << 20) - f.tell()])
+            f.write(first)
+            left, i = size, 0
+            while left:
+                block = b"".join(hashlib.sha256(b"fleetboot%d" % (i * 32768 + j)).digest() for j in range(32768))
+                f.write(block[:left])
+                left -= min(left, len(block))
+                i += 1
+            f.write(trailer)
+            f.write(b"\0" * (total - f.tell()))
         os.replace(path + ".tmp", path)
     return path
 

@@ -311,15 +311,6 @@ def compose_cmdline(host, kind, cmdline=None, reuse=False, remove=(), append=())
     return edit_cmdline(base, remove, append)
 
 
-def file_digest(path, what):
-    """sha256 hex of a file, or KexecError saying which file cannot be read."""
-    try:
-        return loader.file_sha256(path)
-    except (IOError, OSError) as err:
-        raise KexecError("cannot read %s %s: %s; check the path and permissions"
-                         % (what, path, getattr(err, "strerror", None) or err))
-
-
 def result_from(report, wanted):
     return dict(method=report["method"], entry=report["entry"], segments=report["segments"],
                 cmdline=report["cmdline"], kernel=wanted["kernel"], initrd=wanted["initrd"],
@@ -335,14 +326,18 @@ def ensure_loaded(module, host, syscalls):
         cmdline = add_capture_options(cmdline, p["capture_options"])
     request = Request(p["kernel"], initrd=p["initrd"], cmdline=cmdline, kind=kind, method=p["method"])
 
-    kernel_sha256 = file_digest(request.kernel, "kernel")
-    records.verify_checksum("kernel", request.kernel, p["kernel_checksum"], kernel_sha256)
-    initrd_sha256 = None
-    if request.initrd:
-        initrd_sha256 = file_digest(request.initrd, "initrd")
-        records.verify_checksum("initrd", request.initrd, p["initrd_checksum"], initrd_sha256)
-    elif p["initrd_checksum"]:
+    if p["initrd_checksum"] and not request.initrd:
         raise KexecError("initrd_checksum is given but no initrd; give initrd or drop initrd_checksum")
+    # Both files at once (the loader reuses these digests in its report instead of hashing again).
+    files = [(request.kernel, "kernel")] + ([(request.initrd, "initrd")] if request.initrd else [])
+    digests = loader.files_sha256(files)
+    kernel_sha256, initrd_sha256 = digests[0], (digests[1] if request.initrd else None)
+    records.verify_checksum("kernel", request.kernel, p["kernel_checksum"], kernel_sha256)
+    if request.initrd:
+        records.verify_checksum("initrd", request.initrd, p["initrd_checksum"], initrd_sha256)
+    known = {request.kernel: kernel_sha256}
+    if request.initrd:
+        known[request.initrd] = initrd_sha256
     wanted = dict(kernel=request.kernel, initrd=request.initrd, cmdline=cmdline, type=kind,
                   kernel_sha256=kernel_sha256, initrd_sha256=initrd_sha256,
                   cmdline_sha256=records.cmdline_sha256(cmdline),
@@ -356,7 +351,7 @@ def ensure_loaded(module, host, syscalls):
                     kernel_sha256=kernel_sha256, initrd_sha256=initrd_sha256), None
 
     if module.check_mode:
-        with loader.make_plan(request, host) as prep:
+        with loader.make_plan(request, host, known_digests=known) as prep:
             report = prep.to_dict()
         result = result_from(report, wanted)
         result.update(changed=True, plan=report)
@@ -366,7 +361,7 @@ def ensure_loaded(module, host, syscalls):
     records.remove_record(sysroot, kind)
     if syscalls is None:
         syscalls = kexec_syscalls.default_syscalls(host.arch, host)
-    report = loader.load(request, syscalls, host)
+    report = loader.load(request, syscalls, host, known_digests=known)
     record = dict(wanted, method=report["method"], entry=report["entry"], segments=report["segments"],
                   kernel_cmdline=report["cmdline"])
     try:

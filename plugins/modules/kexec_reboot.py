@@ -297,6 +297,9 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors import KexecError
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.syscalls import default_syscalls
+
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 KEXEC_LOADED = "/sys/kernel/kexec_loaded"
 CMDLINE = "/proc/cmdline"
@@ -311,21 +314,9 @@ WALL_TIMEOUT = 10
 # Seconds the detached child waits before the shutdown starts, so the SSH session returns first.
 DETACH_SLEEP = 1.5
 
-# <uapi/linux/kexec.h>, <uapi/linux/reboot.h>
-KEXEC_FILE_UNLOAD = 0x00000001
-LINUX_REBOOT_CMD_KEXEC = 0x45584543
+# <uapi/linux/reboot.h>: a cold reboot through the firmware (the kexec numbers live in the loader's
+# one syscall table, module_utils/kexec/syscalls).
 RB_AUTOBOOT = 0x01234567
-# (kexec_load, kexec_file_load) syscall numbers; None where the architecture lacks the syscall.
-SYSCALL_NUMBERS = {
-    "x86_64": (246, 320),
-    "aarch64": (104, 294),
-    "riscv64": (104, 294),
-    "ppc64le": (268, 382),
-    "ppc64": (268, 382),
-    "s390x": (277, 381),
-    "i386": (283, None),
-    "i686": (283, None),
-}
 
 
 class RebootError(Exception):
@@ -458,35 +449,23 @@ def shutdown_steps(init, method, rc6_dir=RC6_DIR):
 
 
 def _libc():
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    return libc
+    """libc for reboot(RB_AUTOBOOT), the one call the loader's syscall layer has no use for."""
+    return ctypes.CDLL(None, use_errno=True)
 
 
-def unload_kexec_image(libc=None, arch=None):
-    """Unload the normal kexec image: kexec_file_load(KEXEC_FILE_UNLOAD), then kexec_load with no
-    segments (the file call also unloads images loaded by kexec_load and passes lockdown).
-    Returns the call that worked; raises RebootError listing the errors otherwise."""
-    libc = libc or _libc()
-    arch = arch or platform.machine()
-    numbers = SYSCALL_NUMBERS.get(arch)
-    if numbers is None:
-        raise RebootError("cannot unload the kexec image: unknown architecture %s" % arch)
-    nr_load, nr_file = numbers
+def unload_kexec_image(syscalls=None, arch=None):
+    """Unload the normal kexec image through the loader's syscall layer: kexec_file_load with
+    KEXEC_FILE_UNLOAD first (it also unloads an image kexec_load loaded, and lockdown allows it),
+    then kexec_load with no segments.  Returns the call that worked; raises RebootError listing
+    the errors otherwise."""
+    syscalls = syscalls or default_syscalls(arch or platform.machine())
     errors = []
-    if nr_file is not None:
-        ret = libc.syscall(ctypes.c_long(nr_file), ctypes.c_int(-1), ctypes.c_int(-1),
-                           ctypes.c_ulong(0), ctypes.c_void_p(None), ctypes.c_ulong(KEXEC_FILE_UNLOAD))
-        if ret == 0:
-            return "kexec_file_load"
-        err = ctypes.get_errno()
-        errors.append("kexec_file_load: %s" % os.strerror(err))
-    ret = libc.syscall(ctypes.c_long(nr_load), ctypes.c_ulong(0), ctypes.c_ulong(0),
-                       ctypes.c_void_p(None), ctypes.c_ulong(0))
-    if ret == 0:
-        return "kexec_load"
-    err = ctypes.get_errno()
-    errors.append("kexec_load: %s" % os.strerror(err))
+    for method, call in (("file", "kexec_file_load"), ("classic", "kexec_load")):
+        try:
+            syscalls.unload(crash=False, method=method)
+            return call
+        except KexecError as err:
+            errors.append(str(err))
     raise RebootError("cannot unload the kexec image (%s): a cold reboot would jump into it "
                       "instead; the host was not rebooted" % "; ".join(errors))
 
@@ -512,7 +491,7 @@ def _log(msg):
 
 
 def run_shutdown(init, method, boot_id, libc=None, runner=subprocess.run, rc6_dir=RC6_DIR,
-                 systemctl="systemctl"):
+                 systemctl="systemctl", syscalls=None):
     """The shutdown itself (runs in the detached child). Returns only when the reboot was refused."""
     if init == "systemd":
         env = dict(os.environ)
@@ -535,10 +514,11 @@ def run_shutdown(init, method, boot_id, libc=None, runner=subprocess.run, rc6_di
     os.sync()
     libc = libc or _libc()
     if method == "kexec":
-        libc.reboot(ctypes.c_int(LINUX_REBOOT_CMD_KEXEC))
-        err = ctypes.get_errno()
-        # The services are stopped already: a host left like this is worse than a cold-booted one.
-        _log("reboot(LINUX_REBOOT_CMD_KEXEC) failed: %s; rebooting through the firmware" % os.strerror(err))
+        try:
+            (syscalls or default_syscalls(platform.machine())).reboot_kexec()
+        except KexecError as err:
+            # The services are stopped already: a host left like this is worse than a cold-booted one.
+            _log("%s; rebooting through the firmware" % err)
     libc.reboot(ctypes.c_int(RB_AUTOBOOT))
     return "reboot failed: %s" % os.strerror(ctypes.get_errno())
 

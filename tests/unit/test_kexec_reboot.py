@@ -1,12 +1,13 @@
 """kexec_reboot without a host: the action plugin against a scripted fake host and a fake clock,
 and the module's host-side helpers against fake libc / runner / directories."""
 
-import ctypes
 import errno
 import json
 import os
 
 import pytest
+
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import syscalls as sc
 
 from ansible.errors import AnsibleConnectionFailure
 
@@ -431,35 +432,26 @@ def test_rc6_scripts_skip_the_reboot_script(tmp_path):
     assert module.shutdown_steps("systemd", "cold") == ["SYSTEMCTL_SKIP_AUTO_KEXEC=1 systemctl --no-block reboot"]
 
 
-class FakeLibc:
-    def __init__(self, results):
-        self.results = list(results)  # errno per call, 0 = success
-        self.calls = []
-
-    def syscall(self, nr, *args):
-        self.calls.append((nr.value, [getattr(a, "value", a) for a in args]))
-        err = self.results.pop(0)
-        ctypes.set_errno(err)
-        return 0 if err == 0 else -1
-
-
 def test_unload_prefers_kexec_file_load_unload():
-    libc = FakeLibc([0])
-    assert module.unload_kexec_image(libc, "x86_64") == "kexec_file_load"
-    assert libc.calls == [(320, [-1, -1, 0, None, module.KEXEC_FILE_UNLOAD])]
+    fake = sc.FakeSyscalls(arch="x86_64")
+    assert module.unload_kexec_image(fake) == "kexec_file_load"
+    assert fake.calls == [{"call": "kexec_file_load", "flags": sc.KEXEC_FILE_UNLOAD, "cmdline": "",
+                           "kernel_sha256": None, "initrd_sha256": None}]
 
 
 def test_unload_falls_back_to_kexec_load_with_no_segments():
-    libc = FakeLibc([errno.ENOSYS, 0])
-    assert module.unload_kexec_image(libc, "x86_64") == "kexec_load"
-    assert libc.calls[1] == (246, [0, 0, None, 0])
+    fake = sc.FakeSyscalls(arch="x86_64").fail("kexec_file_load", errno.ENOSYS)
+    assert module.unload_kexec_image(fake) == "kexec_load"
+    assert fake.calls[1]["call"] == "kexec_load" and fake.calls[1]["segments"] == []
+    assert fake.calls[1]["flags"] == sc.KEXEC_ARCH_X86_64
 
 
 def test_unload_failure_refuses_the_cold_reboot():
-    libc = FakeLibc([errno.EPERM, errno.EPERM])
+    fake = sc.FakeSyscalls(arch="x86_64").fail("kexec_file_load", errno.EPERM).fail("kexec_load", errno.EPERM)
     with pytest.raises(module.RebootError) as info:
-        module.unload_kexec_image(libc, "x86_64")
+        module.unload_kexec_image(fake)
     assert "cannot unload" in str(info.value) and "not rebooted" in str(info.value)
+    assert "kexec_file_load(KEXEC_FILE_UNLOAD) failed" in str(info.value)
 
 
 class Proc:
@@ -750,3 +742,33 @@ def test_systemd_shutdown_uses_the_systemctl_found_in_search_paths():
 
     module.run_shutdown("systemd", "kexec", OLD, runner=runner, systemctl="/usr/bin/systemctl")
     assert calls == [["/usr/bin/systemctl", "--no-block", "kexec"]]
+
+
+class RebootLibc:
+    """Stands in for libc's reboot(): records the command, reports a refusal."""
+
+    def __init__(self):
+        self.reboots = []
+
+    def reboot(self, cmd):
+        self.reboots.append(cmd.value)
+        return -1
+
+
+def test_sysv_kexec_stops_services_jumps_through_the_syscall_layer_and_falls_back_cold(tmp_path, monkeypatch):
+    rc6 = tmp_path / "rc6.d"
+    rc6.mkdir()
+    for name in ("K01ssh", "K02networking", "K99reboot"):
+        (rc6 / name).write_text("#!/bin/sh\n")
+    ran = []
+
+    def runner(argv, **kwargs):
+        ran.append(argv)
+        return Proc(0)
+    monkeypatch.setattr(module.os, "sync", lambda: ran.append(["sync"]))
+    fake, libc = sc.FakeSyscalls(arch="x86_64"), RebootLibc()
+    # Nothing loaded: the kernel's reboot(KEXEC) fails (EINVAL), and the host must still go down.
+    msg = module.run_shutdown("sysv", "kexec", OLD, libc=libc, runner=runner, rc6_dir=str(rc6), syscalls=fake)
+    assert [a[0].rsplit("/", 1)[-1] for a in ran[:2]] == ["K01ssh", "K02networking"] and ran[2] == ["sync"]
+    assert fake.names() == ["reboot"] and fake.calls[0]["cmd"] == sc.LINUX_REBOOT_CMD_KEXEC
+    assert libc.reboots == [module.RB_AUTOBOOT] and "reboot failed" in msg

@@ -18,8 +18,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import errno as _errno
-import hashlib
-import mmap
 import os
 import sys
 import traceback
@@ -34,6 +32,7 @@ from .errors import HostError, ImageFormatError, KexecError, PlanError, Signatur
 from .host import Host
 from .policy import MethodError, choose_methods, classic_refusal, may_fall_back
 from .syscalls import numbers as _nr
+from .core.digest import sha256_many
 from .syscalls.base import buffer_sha256
 
 CORRUPT_ENV = "FLEETBOOT_TEST_CORRUPT_SEGMENT"
@@ -101,16 +100,33 @@ DEFAULT_STAGES = Stages()
 class FileSegment:
     """What kexec_file_load will load, for the plan's report (the kernel places it: mem None)."""
 
-    def __init__(self, what, buf):
+    def __init__(self, what, buf, sha256=None):
         self.what = what
         self.buf = buf
         self.bufsz = len(buf)
         self.memsz = len(buf)
         self.mem = None
+        self._sha256 = sha256
 
     @property
     def sha256(self):
-        return buffer_sha256(self.buf)
+        if self._sha256 is None:
+            self._sha256 = buffer_sha256(self.buf)
+        return self._sha256
+
+
+def _known_sha256(seg):
+    """A segment's digest if it is already known (computed by purgatory linking, or given)."""
+    value = getattr(seg, "_sha256", None)
+    return value if isinstance(value, str) else None
+
+
+def _remember(seg, hexdigest):
+    remember = getattr(seg, "remember_sha256", None)
+    if remember is not None and seg.bufsz == len(memoryview(seg.buf)):
+        remember(hexdigest)
+    elif isinstance(seg, FileSegment):
+        seg._sha256 = hexdigest  # pylint: disable=protected-access
 
 
 def _seg_sha256(seg):
@@ -177,6 +193,10 @@ class Prepared:
         """sha256 of every segment, computed once (reads every page: what --dry-run does
         instead of the syscall)."""
         if self._digests is None or len(self._digests) != len(self.segments):
+            # Whatever is not known yet is hashed at once, the large buffers in parallel.
+            pending = [s for s in self.segments if _known_sha256(s) is None and getattr(s, "buf", None) is not None]
+            for seg, hexdigest in zip(pending, sha256_many((s.buf, s.bufsz) for s in pending)):
+                _remember(seg, hexdigest)
             self._digests = [_seg_sha256(s) for s in self.segments]
         return self._digests
 
@@ -239,10 +259,12 @@ def _about(path):
     raise type(err)("kernel %s: %s" % (path, text))
 
 
-def make_plan(request, host, stages=None, method=None, environ=None):
+def make_plan(request, host, stages=None, method=None, environ=None, known_digests=None):
     """Build the Prepared load for ``request`` on ``host`` without touching the kernel.
 
-    ``method`` forces one of classic/file (used for the auto fallback).  Raises KexecError on
+    ``method`` forces one of classic/file (used for the auto fallback).  ``known_digests`` maps
+    file paths to the sha256 a caller already computed (the kexec_load module hashes both files
+    for its record), so a kexec_file_load report does not read them again.  Raises KexecError on
     anything wrong; nothing stays open then.
     """
     stages = stages or DEFAULT_STAGES
@@ -281,7 +303,7 @@ def make_plan(request, host, stages=None, method=None, environ=None):
                 # what kexec_file_load itself demands is checked on top; only the syscall differs.
                 stages.check_file_load(prep.kernel.map, host)
                 _validate_placement(prep, stages)
-                _plan_file(prep)
+                _plan_file(prep, known_digests or {})
             else:
                 _plan_classic(prep, stages)
         except ImageFormatError:
@@ -296,10 +318,10 @@ def make_plan(request, host, stages=None, method=None, environ=None):
         raise
 
 
-def _plan_file(prep):
-    prep.segments = [FileSegment("kernel", prep.kernel.map)]
+def _plan_file(prep, known):
+    prep.segments = [FileSegment("kernel", prep.kernel.map, known.get(prep.kernel.path))]
     if prep.initrd is not None:
-        prep.segments.append(FileSegment("initrd", prep.initrd.map))
+        prep.segments.append(FileSegment("initrd", prep.initrd.map, known.get(prep.initrd.path)))
     flags = 0
     if prep.kind == "crash":
         flags |= _nr.KEXEC_FILE_ON_CRASH
@@ -358,7 +380,7 @@ def _syscall(prep, syscalls):
         syscalls.kexec_load(prep.entry, prep.segments, prep.flags)
 
 
-def load(request, syscalls, host, dry_run=False, stages=None, environ=None):
+def load(request, syscalls, host, dry_run=False, stages=None, environ=None, known_digests=None):
     """Plan, check and load ``request``; returns a plain report dict.
 
     ``dry_run`` does every step (mapping, planning, linking, hashing every segment) but the
@@ -368,7 +390,7 @@ def load(request, syscalls, host, dry_run=False, stages=None, environ=None):
     syscalls.host = host
     report = None
     fallback = None
-    with make_plan(request, host, stages=stages, environ=environ) as prep:
+    with make_plan(request, host, stages=stages, environ=environ, known_digests=known_digests) as prep:
         if dry_run:
             report = prep.to_dict()  # hashes every segment: every page is read, as a load would
         else:
@@ -380,7 +402,8 @@ def load(request, syscalls, host, dry_run=False, stages=None, environ=None):
                     raise
                 fallback = err
     if fallback is not None:
-        with make_plan(request, host, stages=stages, method="classic", environ=environ) as prep:
+        with make_plan(request, host, stages=stages, method="classic", environ=environ,
+                       known_digests=known_digests) as prep:
             try:
                 _syscall(prep, syscalls)
             except SyscallError as err:
@@ -461,14 +484,22 @@ def status(host):
     }
 
 
-def file_sha256(path):
-    """sha256 of a file (for reports), mapped rather than read."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if not size:
-            return hashlib.sha256().hexdigest()
-        m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        try:
-            return hashlib.sha256(m).hexdigest()
-        finally:
+def file_sha256(path, what="file"):
+    """sha256 of a regular file (for reports), mapped rather than read."""
+    return files_sha256([(path, what)])[0]
+
+
+def files_sha256(files):
+    """sha256 of each (path, what) of ``files``, the large ones hashed at the same time.
+
+    Each is opened as the loader opens its inputs (a regular, non-empty file, non-blocking: a FIFO
+    is refused, not waited for), so a caller hashing before it loads gets the same refusals.
+    """
+    opened = []
+    try:
+        for path, what in files:
+            opened.append(MappedFile(path, what))
+        return sha256_many((m.map, None) for m in opened)
+    finally:
+        for m in opened:
             m.close()

@@ -18,9 +18,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ctypes
-import ctypes.util
 import hashlib
 import mmap
+import threading
 
 CHUNK = 4 << 20
 PAGE = mmap.PAGESIZE
@@ -34,7 +34,8 @@ def _madvise():
     global _libc  # pylint: disable=global-statement
     if _libc is None:
         try:
-            lib = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+            # dlopen(NULL): libc is already in the process; find_library would run ldconfig.
+            lib = ctypes.CDLL(None, use_errno=True)
             fn = lib.madvise
             fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
             fn.restype = ctypes.c_int
@@ -97,3 +98,39 @@ def sha256_hex(buf, length=None):
     if buf is not None:
         update((h,), buf, length)
     return h.hexdigest()
+
+
+#: Buffers smaller than this are hashed in the calling thread: a thread costs more than they do.
+PARALLEL_MIN = 1 << 20
+
+
+def sha256_many(items):
+    """Hex sha256 of each (buf, length) of ``items`` (length None: the whole buffer), in order.
+
+    The large ones are hashed at the same time, one thread each: hashlib releases the GIL while it
+    hashes, so a kernel and an initrd take the time of the larger one on two cores.
+    """
+    items = list(items)
+    results = [None] * len(items)
+    errors = []
+
+    def work(i, buf, length):
+        try:
+            results[i] = sha256_hex(buf, length)
+        except BaseException as err:  # pylint: disable=broad-except  # re-raised in the caller
+            errors.append(err)
+
+    threads = []
+    for i, (buf, length) in enumerate(items):
+        size = len(byte_view(buf)) if length is None else length
+        if size >= PARALLEL_MIN:
+            t = threading.Thread(target=work, args=(i, buf, length))
+            t.start()
+            threads.append(t)
+        else:
+            work(i, buf, length)
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results

@@ -18,7 +18,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import hashlib
 import struct
 
 from ..core import digest
@@ -56,16 +55,14 @@ def region_table(segments):
     if len(segments) > MAX_REGIONS:
         raise PurgatoryError("%d segments to verify, the purgatory holds %d; the kernel would "
                              "refuse that many segments anyway" % (len(segments), MAX_REGIONS))
+    hexes = digest.sha256_many((seg.buf, seg.bufsz) if seg.bufsz else (b"", 0) for seg in segments)
     regions = []
-    for seg in segments:
-        h = hashlib.sha256()
-        if seg.bufsz:
-            digest.update((h,), seg.buf, seg.bufsz)
+    for seg, hexdigest in zip(segments, hexes):
         # Only a digest of the whole buffer is the segment's own sha256.
         remember = getattr(seg, "remember_sha256", None)
         if remember is not None and seg.bufsz == _buffer_len(seg.buf):
-            remember(h.hexdigest())
-        regions.append((seg.mem, seg.bufsz, h.digest()))
+            remember(hexdigest)
+        regions.append((seg.mem, seg.bufsz, bytes.fromhex(hexdigest)))
     return regions
 
 

@@ -14,7 +14,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ctypes
-import ctypes.util
 import errno as _errno
 
 from ..errors import SyscallError
@@ -79,8 +78,8 @@ class CtypesSyscalls(Syscalls):
 
     def _syscall(self):
         if self._libc is None:
-            name = ctypes.util.find_library("c") or None
-            libc = ctypes.CDLL(name, use_errno=True)
+            # dlopen(NULL): libc is already in the process; find_library would run ldconfig.
+            libc = ctypes.CDLL(None, use_errno=True)
             libc.syscall.restype = ctypes.c_long
             self._libc = libc
         return self._libc.syscall
