@@ -6,7 +6,8 @@
     python3 -m <package>.cli plan|load|unload|exec|status|save-vmcore|dmesg [options]
 
 ``plan`` needs no root: it prints where every segment would go.  ``load --dry-run`` does every
-step, hashing included, except the syscall.  ``exec`` jumps into the loaded kernel at once, like
+step, hashing included, except the syscall.  Both can write every segment's bytes into a directory
+(``--save-segments DIR``) to open the device tree with dtc or compare two plans.  ``exec`` jumps into the loaded kernel at once, like
 ``kexec -e`` (file systems are synced, services are *not* stopped: prefer ``systemctl kexec``).
 ``load --crash`` loads the capture kernel (see crash/ and arch/<arch>/crash.py); ``save-vmcore`` and
 ``dmesg`` run in that capture kernel after a panic (see dump/).
@@ -54,6 +55,10 @@ def _parser():
                             "crash-only options (elfcorehdr=; crashkernel= too for --crash)")
     image.add_argument("--method", choices=METHODS, default="auto",
                        help="classic = kexec_load, file = kexec_file_load, auto picks (default)")
+    image.add_argument("--save-segments", metavar="DIR", default=None,
+                       help="plan and load --dry-run: write every segment's bytes into DIR, one file each "
+                            "(NN-<what>.bin, a device tree as .dtb: open it with dtc -I dtb; compare two plans "
+                            "with cmp or diff), and name the file in the report")
 
     kind = argparse.ArgumentParser(add_help=False)
     kind.add_argument("--crash", action="store_true", help="the crash (kdump) kernel, not the normal one")
@@ -111,6 +116,8 @@ def _print_plan(report, out):
     for s in report["segments"]:
         _say(out, "  %-12s %-18s %-12s %-12s %s" % (s["what"], _hex(s["mem"]), _hex(s["memsz"]),
                                                     _hex(s["bufsz"]), s["sha256"]))
+    if any(s.get("file") for s in report["segments"]):
+        _say(out, "segments written to %s" % os.path.dirname(report["segments"][0]["file"]))
     for w in report.get("warnings", ()):
         _say(out, "warning: %s" % w)
     if report.get("fallback_from"):
@@ -141,6 +148,8 @@ def run(args, syscalls=None, stages=None, environ=None, out=None):
     if args.command == "plan":
         with _loader.make_plan(request_from_args(args, host), host, stages=stages, environ=environ) as prep:
             report = prep.to_dict()
+            if args.save_segments:
+                prep.save_segments(args.save_segments, report)
     elif args.command == "status":
         report = _loader.status(host)
     else:
@@ -149,6 +158,7 @@ def run(args, syscalls=None, stages=None, environ=None, out=None):
         if args.command == "load":
             syscalls = syscalls or _sc.FakeSyscalls(arch or "x86_64")  # dry run: never called
             report = _loader.load(request_from_args(args, host), syscalls, host, dry_run=args.dry_run,
+                                  save_segments=args.save_segments,
                                   stages=stages, environ=environ)
         elif args.command == "unload":
             report = _loader.unload(syscalls, host, kind="crash" if args.crash else "normal",

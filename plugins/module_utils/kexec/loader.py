@@ -200,6 +200,31 @@ class Prepared:
             self._digests = [_seg_sha256(s) for s in self.segments]
         return self._digests
 
+    def save_segments(self, directory, report):
+        """Write each segment's bytes (``bufsz`` of them; the zero fill up to ``memsz`` is not
+        data) to ``directory``/NN-<what>.bin (.dtb for a device tree, so dtc opens it), and name
+        the file in ``report``'s segments.  The directory is created; existing files of the same
+        names are replaced, nothing else in it is touched."""
+        try:
+            if not os.path.isdir(directory):
+                os.makedirs(directory)
+            for i, (seg, entry) in enumerate(zip(self.segments, report["segments"])):
+                name = "%02d-%s.%s" % (i, "".join(c if c.isalnum() or c in "._-" else "_" for c in seg.what),
+                                       "dtb" if seg.what in ("dtb", "fdt", "devicetree") else "bin")
+                path = os.path.join(directory, name)
+                with open(path + ".tmp", "wb") as f:
+                    if seg.bufsz:
+                        view = memoryview(seg.buf)
+                        try:
+                            f.write(view[:seg.bufsz] if view.ndim == 1 else view.tobytes()[:seg.bufsz])
+                        finally:
+                            view.release()
+                os.replace(path + ".tmp", path)
+                entry["file"] = path
+        except (IOError, OSError) as err:
+            raise KexecError("cannot write the segments to %s: %s; pass a writable directory"
+                             % (directory, err.strerror or err))
+
     def to_dict(self):
         segments = []
         for seg, digest in zip(self.segments, self.digests()):
@@ -380,19 +405,26 @@ def _syscall(prep, syscalls):
         syscalls.kexec_load(prep.entry, prep.segments, prep.flags)
 
 
-def load(request, syscalls, host, dry_run=False, stages=None, environ=None, known_digests=None):
+def load(request, syscalls, host, dry_run=False, stages=None, environ=None, known_digests=None,
+         save_segments=None):
     """Plan, check and load ``request``; returns a plain report dict.
 
     ``dry_run`` does every step (mapping, planning, linking, hashing every segment) but the
-    syscall.  With method auto, a kexec_file_load the kernel cannot perform falls back once to
-    kexec_load when the host permits it; signature refusals never fall back.
+    syscall; with ``save_segments`` (a directory) it also writes every segment's bytes there.
+    With method auto, a kexec_file_load the kernel cannot perform falls back once to kexec_load
+    when the host permits it; signature refusals never fall back.
     """
+    if save_segments and not dry_run:
+        raise KexecError("--save-segments writes a plan's segments for inspection; use it with plan or "
+                         "load --dry-run")
     syscalls.host = host
     report = None
     fallback = None
     with make_plan(request, host, stages=stages, environ=environ, known_digests=known_digests) as prep:
         if dry_run:
             report = prep.to_dict()  # hashes every segment: every page is read, as a load would
+            if save_segments:
+                prep.save_segments(save_segments, report)
         else:
             try:
                 _syscall(prep, syscalls)
