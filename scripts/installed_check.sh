@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 venv=$repo/.venv
 "$venv/bin/ansible-galaxy" collection build --force --output-path .build/dist >/dev/null
-tarball=$(ls -t .build/dist/fleetboot-kexec-*.tar.gz | head -1)
+version=$(sed -n 's/^version: *//p' galaxy.yml)
+tarball=.build/dist/fleetboot-kexec-$version.tar.gz
 echo "installed-check: $tarball: $(tar -tzf "$tarball" | wc -l) entries, $(stat -c %s "$tarball") bytes"
 if tar -tzf "$tarball" | grep -E '(^|/)(lab|tests/e2e|tests/fixtures|benchmarks|scripts)/' >/dev/null; then
     echo "installed-check: the tarball ships developer material:" >&2
@@ -27,7 +28,7 @@ git init -q . && git add -A >/dev/null 2>&1   # ansible-test lists files through
 py=$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 "$venv/bin/ansible-test" sanity --local --python "$py" --color no
 "$venv/bin/ansible-test" units --local --python "$py" --color no
-py38=$(ls "$HOME"/.pyenv/versions/3.8.*/bin/python3.8 2>/dev/null | head -1 || true)
+py38=$(find "$HOME/.pyenv/versions" -maxdepth 3 -path '*/3.8.*/bin/python3.8' 2>/dev/null | sort | head -1 || true)
 if [ -n "$py38" ]; then
     # ansible-test makes a Python 3.8 venv with its own pinned pytest and runs the shipped tests.
     PATH=$(dirname "$py38"):$PATH "$venv/bin/ansible-test" units --venv --python 3.8 --color no
