@@ -3,7 +3,10 @@
 Synthetic images only prove that we agree with ourselves; the loader has to read what distributions
 actually ship.  ``kernel_package()`` fetches ``linux-image-<version>`` with ``apt-get download``
 (the signed package first, then ``-unsigned``), unpacks it with ``dpkg-deb -x`` into a cache and
-returns the paths.  The cache lives in ``$FLEETBOOT_CACHE/<version>/`` or
+returns the paths.  Foreign builds (``-arm64``, ``-powerpc64le`` and their 6.12 flavours) come through a private apt
+configuration under the cache (its own sources list, lists and archive directories, the foreign
+architecture given as an option), so the machine's own apt setup is never touched and nothing is
+installed.  The cache lives in ``$FLEETBOOT_CACHE/<version>/`` or
 ``~/.cache/fleetboot/kernels/<version>/``; a ``.complete`` marker written last makes a half-finished
 extraction invisible, and an exclusive ``flock`` makes it safe under pytest-xdist (one worker
 downloads, the others wait and then reuse).
@@ -25,13 +28,34 @@ class KernelUnavailable(Exception):
     """The package could not be fetched (no network, no apt, unknown version)."""
 
 
+#: Debian architecture of a kernel flavour (the version's suffix), for the foreign ones.
+FOREIGN_FLAVOURS = (("-powerpc64le-64k", "ppc64el"), ("-powerpc64le", "ppc64el"), ("-arm64", "arm64"))
+DEBIAN_ARCHIVE = os.environ.get("FLEETBOOT_LAB_MIRROR", "http://deb.debian.org/debian")
+DEBIAN_SECURITY = os.environ.get("FLEETBOOT_LAB_SECURITY_MIRROR", "http://deb.debian.org/debian-security")
+
+
+def debian_arch(version):
+    """The Debian architecture a kernel version is built for ('amd64' unless its flavour says)."""
+    for suffix, arch in FOREIGN_FLAVOURS:
+        if version.endswith(suffix):
+            return arch
+    return "amd64"
+
+
 class KernelPackage:
-    """Paths inside one extracted linux-image package."""
+    """Paths inside one extracted linux-image package.
+
+    ``vmlinuz`` is the image the package installs in /boot: ``vmlinuz-<version>`` on amd64 and
+    arm64, ``vmlinux-<version>`` (an ELF file) on ppc64el.
+    """
 
     def __init__(self, version, root):
         self.version = version
         self.root = root
+        self.arch = debian_arch(version)
         self.vmlinuz = os.path.join(root, "boot", "vmlinuz-" + version)
+        if not os.path.exists(self.vmlinuz) and os.path.exists(os.path.join(root, "boot", "vmlinux-" + version)):
+            self.vmlinuz = os.path.join(root, "boot", "vmlinux-" + version)
         config = os.path.join(root, "boot", "config-" + version)
         self.config = config if os.path.exists(config) else None
         sysmap = os.path.join(root, "boot", "System.map-" + version)
@@ -66,6 +90,34 @@ def _run(argv, cwd=None):
     return proc.returncode, proc.stdout
 
 
+def foreign_apt_options(arch, root=None):
+    """apt-get options for a private configuration serving Debian bookworm ``arch`` packages.
+
+    Everything apt writes (lists, archives) stays under ``root`` (in the kernel cache by
+    default); the machine's sources, lists, architectures and locks are not used.
+    """
+    root = root or os.path.join(cache_root(), ".apt-" + arch)
+    for sub in ("lists/partial", "archives/partial"):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    sources = os.path.join(root, "sources.list")
+    keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
+    signed = "[signed-by=%s] " % keyring if os.path.exists(keyring) else ""
+    text = ("deb {s}{m} bookworm main\ndeb {s}{m} bookworm-updates main\ndeb {s}{sm} bookworm-security main\n"
+            .format(s=signed, m=DEBIAN_ARCHIVE, sm=DEBIAN_SECURITY))
+    current = None
+    if os.path.exists(sources):
+        with open(sources) as f:
+            current = f.read()
+    if current != text:
+        with open(sources, "w") as f:
+            f.write(text)
+    return ["-o", "APT::Architecture=" + arch, "-o", "APT::Architectures=" + arch,
+            "-o", "Dir::Etc::SourceList=" + sources, "-o", "Dir::Etc::SourceParts=/dev/null",
+            "-o", "Dir::State::Lists=" + os.path.join(root, "lists"),
+            "-o", "Dir::Cache=" + root, "-o", "Dir::Cache::Archives=" + os.path.join(root, "archives"),
+            "-o", "Debug::NoLocking=1", "-o", "APT::Sandbox::User=root"]
+
+
 def _download(version, workdir, unsigned=False):
     """apt-get download the package into workdir; return the .deb path."""
     if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
@@ -73,14 +125,16 @@ def _download(version, workdir, unsigned=False):
     names = ["linux-image-" + version, "linux-image-" + version + "-unsigned"]
     if unsigned:
         names = names[1:]
+    arch = debian_arch(version)
+    options = [] if arch == "amd64" else foreign_apt_options(arch)
     log = []
     # Try without touching the apt lists first; only if no name resolves do we refresh them.
     for refresh in (False, True):
         if refresh:
-            rc, out = _run(["apt-get", "update", "-q"])
+            rc, out = _run(["apt-get"] + options + ["update", "-q"])
             log.append("apt-get update -> %d\n%s" % (rc, out[-2000:]))
         for name in names:
-            rc, out = _run(["apt-get", "download", "-q", name], cwd=workdir)
+            rc, out = _run(["apt-get"] + options + ["download", "-q", name], cwd=workdir)
             log.append("apt-get download %s -> %d\n%s" % (name, rc, out[-2000:]))
             if rc == 0:
                 debs = glob.glob(os.path.join(workdir, "*.deb"))
@@ -114,8 +168,8 @@ def kernel_package(version=DEFAULT_VERSION, unsigned=False):
                 rc, out = _run(["dpkg-deb", "-x", deb, tree])
                 if rc != 0:
                     raise KernelUnavailable("dpkg-deb -x %s failed:\n%s" % (deb, out))
-                if not os.path.exists(os.path.join(tree, "boot", "vmlinuz-" + version)):
-                    raise KernelUnavailable("%s has no boot/vmlinuz-%s" % (deb, version))
+                if not any(os.path.exists(os.path.join(tree, "boot", n + version)) for n in ("vmlinuz-", "vmlinux-")):
+                    raise KernelUnavailable("%s has no boot/vmlinuz-%s or boot/vmlinux-%s" % (deb, version, version))
                 if os.path.exists(final):
                     shutil.rmtree(final)
                 os.rename(tree, final)
