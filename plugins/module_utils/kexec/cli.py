@@ -22,13 +22,12 @@ import argparse
 import json
 import os
 import sys
-import traceback
 
 from . import arch as _arch
 from . import cmdline as _cmdline
 from . import loader as _loader
 from . import syscalls as _sc
-from .dump import save as _capture
+from .dump import commands as _capture
 from .errors import KexecError
 from .request import METHODS, Request
 
@@ -187,6 +186,7 @@ def main(argv=None, syscalls=None, stages=None, environ=None, out=None, err=None
         _say(err, "%s %s: internal error, a bug in the loader (please report): %s: %s"
              % (PROG, args.command, type(e).__name__, e))
         if os.environ.get("FLEETBOOT_DEBUG"):
+            import traceback  # pylint: disable=import-outside-toplevel  # only for a bug report
             traceback.print_exc(file=err)
         else:
             _say(err, "(set FLEETBOOT_DEBUG=1 for the traceback)")

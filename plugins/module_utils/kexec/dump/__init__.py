@@ -6,3 +6,9 @@
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
+
+#: Defaults of the capture kernel's commands (dump/commands.py) and of save.py.
+DEFAULT_VMCORE = "/proc/vmcore"
+DEFAULT_DEST = "/var/crash"
+DEFAULT_DUMP_LEVEL = 31
+MAKEDUMPFILE_MODES = ("auto", "always", "never")

@@ -18,7 +18,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import errno
-import json
 import os
 import re
 import shutil
@@ -28,16 +27,13 @@ import time
 from ..arch import vmcore_memory
 from ..errors import KexecError
 from . import printk as _printk
+from . import DEFAULT_DEST, DEFAULT_DUMP_LEVEL, DEFAULT_VMCORE, MAKEDUMPFILE_MODES
 
 
 class CaptureError(KexecError):
     """The dump cannot be saved (no /proc/vmcore, no space, makedumpfile failed...)."""
 
 
-DEFAULT_VMCORE = "/proc/vmcore"
-DEFAULT_DEST = "/var/crash"
-DEFAULT_DUMP_LEVEL = 31
-MAKEDUMPFILE_MODES = ("auto", "always", "never")
 BLOCK = 4096
 CHUNK = 8 << 20
 # Leave this much free on the destination: the system boots from it after the dump.
@@ -280,37 +276,4 @@ def save_vmcore(vmcore=DEFAULT_VMCORE, dest=DEFAULT_DEST, makedumpfile="auto", d
         raise
     report["pruned"] = prune(dest, keep, protect=name) if keep else []
     report["seconds"] = round(clock() - started, 3)
-    return report
-
-
-COMMANDS = ("save-vmcore", "dmesg")
-
-
-def add_parsers(sub):
-    """Add the ``save-vmcore`` and ``dmesg`` subcommands to the CLI's subparsers."""
-    p = sub.add_parser("save-vmcore", help="in the capture kernel: save /proc/vmcore and its kernel log")
-    p.add_argument("--vmcore", default=DEFAULT_VMCORE, metavar="PATH", help="crash dump to save (default %(default)s)")
-    p.add_argument("--dest", default=DEFAULT_DEST, metavar="DIR", help="directory for dumps (default %(default)s)")
-    p.add_argument("--makedumpfile", choices=MAKEDUMPFILE_MODES, default="auto",
-                   help="auto: use it when installed (default); always: fail without it; never: our sparse copy")
-    p.add_argument("--dump-level", type=int, default=DEFAULT_DUMP_LEVEL, metavar="N",
-                   help="makedumpfile -d bitmask of pages to drop (default %(default)s)")
-    p.add_argument("--keep", type=int, default=None, metavar="N", help="keep only the N newest complete dumps")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p = sub.add_parser("dmesg", help="print the kernel log of a crash dump")
-    p.add_argument("--vmcore", default=DEFAULT_VMCORE, metavar="PATH", help="crash dump to read (default %(default)s)")
-
-
-def run_command(args, out):
-    """Run ``save-vmcore`` or ``dmesg`` for the CLI; returns the report dict (also written to ``out``)."""
-    if args.command == "dmesg":
-        report = _printk.kernel_log(args.vmcore, vmcore_memory)
-        out.write(report["dmesg"])
-        return report
-    report = save_vmcore(args.vmcore, args.dest, makedumpfile=args.makedumpfile, dump_level=args.dump_level, keep=args.keep)
-    if args.json:
-        out.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    else:
-        for key in sorted(report):
-            out.write("%s: %s\n" % (key, report[key]))
     return report
