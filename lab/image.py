@@ -22,7 +22,7 @@ MIRROR = os.environ.get("FLEETBOOT_LAB_MIRROR", "http://deb.debian.org/debian")
 SECURITY_MIRROR = os.environ.get("FLEETBOOT_LAB_SECURITY_MIRROR", "http://deb.debian.org/debian-security")
 DISK_SIZE = "3G"
 # Bump when build() changes what ends up in the image: it is part of the cache key.
-BUILD_STEPS_VERSION = 2
+BUILD_STEPS_VERSION = 3
 # The VMs boot the older kernel; tests kexec into the newer one.
 BOOT_KERNEL = "6.1.0-54-amd64"
 KERNELS = ("6.1.0-54-amd64", "6.1.0-56-amd64")
@@ -54,9 +54,7 @@ def _recipe_files():
 
 def packages():
     """The package list from recipe/packages.txt, comments dropped."""
-    with open(os.path.join(RECIPE_DIR, "packages.txt")) as f:
-        lines = [line.split("#", 1)[0].strip() for line in f]
-    return [line for line in lines if line]
+    return _recipe_lines("packages.txt")
 
 
 def recipe_key():
@@ -117,6 +115,30 @@ def _write(path, text, mode=0o644):
     os.chmod(path, mode)
 
 
+def _recipe_lines(name):
+    """The non-comment lines of a recipe file."""
+    with open(os.path.join(RECIPE_DIR, name)) as f:
+        lines = [line.split("#", 1)[0].strip() for line in f]
+    return [line for line in lines if line]
+
+
+def _configure_initramfs(tree):
+    """Before the kernels are installed: their initramfs carries only the listed modules."""
+    _write(os.path.join(tree, "etc/initramfs-tools/conf.d/lab.conf"), "MODULES=list\nCOMPRESS=zstd\n")
+    _write(os.path.join(tree, "etc/initramfs-tools/modules"), "\n".join(_recipe_lines("initramfs-modules")) + "\n")
+
+
+def _mask_units(tree):
+    """Mask the units recipe/masked-units.txt lists, as `systemctl mask` would (a /dev/null link)."""
+    unit_dir = os.path.join(tree, "etc/systemd/system")
+    os.makedirs(unit_dir, exist_ok=True)
+    for unit in _recipe_lines("masked-units.txt"):
+        link = os.path.join(unit_dir, unit)
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink("/dev/null", link)
+
+
 def _configure_tree(tree, pubkey):
     """Files the VMs need, written straight into the tree (no chroot needed)."""
     with open(os.path.join(RECIPE_DIR, "fstab")) as f:
@@ -127,6 +149,9 @@ def _configure_tree(tree, pubkey):
         _write(os.path.join(tree, "etc/systemd/network/20-lab.network"), f.read())
     with open(os.path.join(RECIPE_DIR, "sshd_lab.conf")) as f:
         _write(os.path.join(tree, "etc/ssh/sshd_config.d/lab.conf"), f.read())
+    with open(os.path.join(RECIPE_DIR, "modprobe-lab.conf")) as f:
+        _write(os.path.join(tree, "etc/modprobe.d/lab.conf"), f.read())
+    _mask_units(tree)
     ssh_dir = os.path.join(tree, "root/.ssh")
     os.makedirs(ssh_dir, exist_ok=True)
     os.chmod(ssh_dir, 0o700)
@@ -174,6 +199,7 @@ def build(log_to=sys.stderr, force=False):
             kernels = [p for p in packages() if p.startswith("linux-image-")]
             _run(["debootstrap", "--variant=minbase", "--include=" + ",".join(base),
                   SUITE, tree, MIRROR], log)
+            _configure_initramfs(tree)
             _write(os.path.join(tree, "etc/apt/sources.list"),
                    SOURCES_LIST.format(m=MIRROR, sm=SECURITY_MIRROR, s=SUITE))
             # The versioned kernels live in bookworm-security/updates, which debootstrap

@@ -41,6 +41,13 @@ def run(port, key_file, command, timeout=60):
         client.close()
 
 
+#: While a VM boots, QEMU's user networking accepts the connection on the host side at once and
+#: then waits for the guest: a probe with a long banner timeout would sit on a dead attempt long
+#: after sshd came up. Short attempts, close together, see the first second sshd answers.
+PROBE_TIMEOUT = 4
+PROBE_INTERVAL = 0.5
+
+
 def wait_answering(vm, key_file, timeout=180):
     """Wait until the VM runs commands over SSH; return its boot_id.
 
@@ -54,7 +61,7 @@ def wait_answering(vm, key_file, timeout=180):
                            "Serial log: %s\n--- last lines ---\n%s"
                            % (vm.name, vm.exit_reason(), vm.serial_log, vm.serial_tail()))
         try:
-            rc, out = run(vm.port, key_file, "cat /proc/sys/kernel/random/boot_id", timeout=15)[:2]
+            rc, out = run(vm.port, key_file, "cat /proc/sys/kernel/random/boot_id", timeout=PROBE_TIMEOUT)[:2]
             if rc == 0 and out.strip():
                 return out.strip()
             last = "command exited %d" % rc
@@ -62,7 +69,7 @@ def wait_answering(vm, key_file, timeout=180):
             last = str(e) or e.__class__.__name__
         except Exception as e:  # paramiko's SSHException family while sshd starts
             last = "%s: %s" % (e.__class__.__name__, e)
-        time.sleep(2)
+        time.sleep(PROBE_INTERVAL)
     raise LabError("VM %s did not answer SSH on 127.0.0.1:%d within %d s (last: %s).\n"
                    "Serial log: %s\n--- last lines ---\n%s"
                    % (vm.name, vm.port, timeout, last, vm.serial_log, vm.serial_tail()))
