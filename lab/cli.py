@@ -34,6 +34,10 @@ def _parser():
     up.add_argument("--uefi", action="store_true", help="boot through OVMF instead of SeaBIOS")
     up.add_argument("--allow-reboot", action="store_true",
                     help="let firmware resets reboot the VM (no -no-reboot), for cold-reboot tests")
+    up.add_argument("--post-delay", type=float, default=0, metavar="SECONDS",
+                    help="SIMULATED firmware POST: the firmware waits this long before each boot through it "
+                         "(a cold reboot pays it, a kexec does not; real servers spend 1-5 minutes in POST)")
+    up.add_argument("--kernel", default=None, help="the release QEMU boots (default: the image's older kernel)")
     up.add_argument("--prefix", default="vm", help="VM name prefix (default %(default)s)")
     up.add_argument("--timeout", type=int, default=300, help="seconds to wait for SSH")
 
@@ -68,7 +72,7 @@ def main(argv=None):
         elif args.command == "up":
             fleet.up(hosts=args.hosts, memory=args.memory, cpus=args.cpus, append=args.append,
                      uefi=args.uefi, no_reboot=not args.allow_reboot, prefix=args.prefix,
-                     timeout=args.timeout)
+                     timeout=args.timeout, kernel=args.kernel, post_delay=args.post_delay)
             print(fleet.inventory)
         elif args.command == "status":
             status = fleet.load().status()

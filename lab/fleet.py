@@ -96,9 +96,11 @@ class Fleet:
             f.write(inventory_yaml([(vm.name, vm.port, {}) for vm in self.vms], self.key_file))
 
     def up(self, hosts=2, memory=1024, cpus=1, append="", uefi=False, no_reboot=True,
-           prefix="vm", die_with_parent=False, timeout=300, out=sys.stderr):
+           prefix="vm", die_with_parent=False, timeout=300, out=sys.stderr, kernel=None, post_delay=0):
         """Boot `hosts` VMs on the lab image and wait until each answers SSH.
 
+        ``kernel`` is the release QEMU boots (the image's older one by default); ``post_delay``
+        makes the firmware wait that many seconds before every boot through it (a simulated POST).
         Anything started is stopped again if this fails or is interrupted.
         """
         if self.exists():
@@ -114,7 +116,7 @@ class Fleet:
         os.chmod(self.key_file, 0o600)
         self.vms = [VM("%s%d" % (prefix, i + 1), os.path.join(self.directory, "%s%d" % (prefix, i + 1)),
                        self.image, memory=memory, cpus=cpus, append=append, uefi=uefi,
-                       no_reboot=no_reboot) for i in range(hosts)]
+                       no_reboot=no_reboot, kernel=kernel, post_delay=post_delay) for i in range(hosts)]
         try:
             for vm in self.vms:
                 vm.prepare()

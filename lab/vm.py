@@ -26,6 +26,19 @@ PR_SET_PDEATHSIG = 1
 FIRMWARE_RESET_MARK = b"reboot: Restarting system"
 
 
+#: QEMU passes splash-time to the firmware as a 16-bit count of milliseconds.
+MAX_POST_DELAY = 65
+
+
+def post_delay_option(seconds):
+    """The -boot value that makes the firmware (SeaBIOS and OVMF alike) wait ``seconds`` in its
+    boot menu before booting: how the lab simulates the POST of a real server, which a kexec
+    skips and a cold reboot does not."""
+    if not 0 < seconds <= MAX_POST_DELAY:
+        raise LabError("a simulated POST delay must be between 1 and %d seconds, not %r" % (MAX_POST_DELAY, seconds))
+    return "menu=on,splash-time=%d" % int(seconds * 1000)
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -112,7 +125,7 @@ class VM:
     """A lab VM's settings and the files of its state directory."""
 
     def __init__(self, name, directory, image, memory=1024, cpus=1, append="", uefi=False,
-                 no_reboot=True, kernel=None, port=None):
+                 no_reboot=True, kernel=None, port=None, post_delay=0):
         self.name = name
         self.directory = directory
         self.image = image
@@ -123,6 +136,8 @@ class VM:
         self.no_reboot = no_reboot
         self.kernel = kernel or image.manifest()["boot_kernel"]
         self.port = port
+        # Seconds the firmware waits before it boots (a simulated server POST; 0: none).
+        self.post_delay = post_delay
         self.pid = None
         self.start_time = None
         self.process = None
@@ -152,7 +167,7 @@ class VM:
         return {"name": self.name, "memory": self.memory, "cpus": self.cpus,
                 "append": self.append, "uefi": self.uefi, "no_reboot": self.no_reboot,
                 "kernel": self.kernel, "port": self.port, "pid": self.pid,
-                "start_time": self.start_time}
+                "start_time": self.start_time, "post_delay": self.post_delay}
 
     def save(self):
         with open(self.state_file + ".tmp", "w") as f:
@@ -164,7 +179,7 @@ class VM:
         with open(os.path.join(directory, "vm.json")) as f:
             d = json.load(f)
         vm = cls(d["name"], directory, image, d["memory"], d["cpus"], d["append"], d["uefi"],
-                 d["no_reboot"], d["kernel"], d["port"])
+                 d["no_reboot"], d["kernel"], d["port"], d.get("post_delay", 0))
         vm.pid, vm.start_time = d["pid"], d["start_time"]
         return vm
 
@@ -177,7 +192,7 @@ class VM:
         cmd = [
             "qemu-system-x86_64", "-name", self.name,
             "-accel", "tcg", "-m", str(self.memory), "-smp", str(self.cpus),
-            "-display", "none", "-vga", "none", "-monitor", "none", "-parallel", "none",
+            "-nodefaults", "-display", "none", "-monitor", "none",
             "-serial", "file:" + self.serial_log,
             "-kernel", self.image.kernel(self.kernel),
             "-initrd", self.image.initrd(self.kernel),
@@ -189,6 +204,8 @@ class VM:
         ]
         if self.no_reboot:
             cmd.append("-no-reboot")
+        if self.post_delay:
+            cmd += ["-boot", post_delay_option(self.post_delay)]
         if self.uefi:
             cmd += ["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + OVMF_CODE,
                     "-drive", "if=pflash,format=raw,unit=1,file=" + self.efivars]
@@ -202,6 +219,9 @@ class VM:
                 os.unlink(path)
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
                         "-b", self.image.disk, self.overlay], check=True)
+        if self.uefi and self.post_delay:
+            # OVMF boots a -kernel image at once, without its boot-menu timeout.
+            raise LabError("a simulated POST delay works with SeaBIOS only; drop --uefi or --post-delay")
         if self.uefi:
             if not os.path.exists(OVMF_CODE):
                 raise LabError("UEFI boot needs OVMF (%s): run `make deps`" % OVMF_CODE)
