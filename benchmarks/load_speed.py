@@ -11,7 +11,6 @@ kexec-tools is fetched with `apt-get download` and unpacked into the cache: neve
 """
 
 import argparse
-import glob
 import json
 import os
 import statistics
@@ -22,34 +21,13 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks.kexec_tools import kexec_tools  # noqa: E402
 from tests.kernels import cache_root, kernel_package  # noqa: E402
 
 KERNEL_VERSION = "6.1.0-56-amd64"
 INITRD_MIB = 64
 APPEND = "root=/dev/vda rw console=ttyS0"
 NOBODY = 65534
-
-
-# kexec-tools links libxenctrl (for Xen hosts); its Xen libraries come along, unpacked beside it.
-KEXEC_TOOLS_PACKAGES = ["kexec-tools", "libxenmisc4.17", "libxencall1", "libxendevicemodel1",
-                        "libxenevtchn1", "libxenforeignmemory1", "libxengnttab1", "libxenhypfs1",
-                        "libxenstore4", "libxentoollog1", "libxentoolcore1", "libyajl2"]
-
-
-def kexec_tools():
-    """(path of kexec, environment) from Debian's packages, unpacked in the cache, not installed."""
-    root = os.path.join(cache_root(), "kexec-tools")
-    tree = os.path.join(root, "tree")
-    binary = os.path.join(tree, "sbin", "kexec")
-    if not os.path.exists(os.path.join(root, ".complete")):
-        os.makedirs(root, exist_ok=True)
-        subprocess.run(["apt-get", "download", "-q"] + KEXEC_TOOLS_PACKAGES, cwd=root, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for deb in glob.glob(os.path.join(root, "*.deb")):
-            subprocess.run(["dpkg-deb", "-x", deb, tree], check=True)
-        open(os.path.join(root, ".complete"), "w").close()
-    env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(tree, "usr", "lib", "x86_64-linux-gnu"))
-    return binary, env
 
 
 def initrd():
