@@ -309,3 +309,14 @@ def test_empty_memory_map_refused(header):
     host = Host(arch="x86_64", memory_map=MemoryMap([]), efi=False)
     with pytest.raises(KexecError, match="memory map is empty"):
         bp.BootParamsContext.from_host(host)
+
+
+def test_e820_cannot_describe_ram_at_the_top_of_the_address_space():
+    # An e820 size is a u64: a range ending at 2**64 has no entry. RAM there is a corrupted map
+    # (refused, saying so); a reservation recorded to the top loses its last byte.
+    top = 1 << 64
+    with pytest.raises(KexecError, match="beyond any x86_64 physical address"):
+        bp.e820_entries([(0, top, bp.E820_RAM)])
+    entries = bp.e820_entries([(0, 0xA0000, bp.E820_RAM), (0xFD000000, top, bp.E820_RESERVED)])
+    assert entries == [(0, 0xA0000, bp.E820_RAM), (0xFD000000, top - 1 - 0xFD000000, bp.E820_RESERVED)]
+    struct.pack("<QQI", *entries[-1])  # what the zero page packs: it fits

@@ -105,9 +105,23 @@ def e820_entries(memory_map):
             start, end, typ = r
         if end <= start:
             continue
-        out.append((start, end - start, e820_type(typ)))
+        typ = e820_type(typ)
+        if end > _E820_TOP:
+            # An e820 entry's size is a u64, so nothing can end at 2**64. No x86 CPU addresses
+            # that much (52 bits at most): RAM up there means the map is corrupted; anything else
+            # (a firmware reservation recorded to the top) loses its last byte.
+            if typ == E820_RAM:
+                raise HostError("the memory map lists RAM at %#x-%#x, beyond any x86_64 physical address; "
+                                "the host's memory map is corrupted (re-read /proc/iomem or record it again)"
+                                % (start, end - 1))
+            end = _E820_TOP
+        out.append((start, end - start, typ))
     out.sort()
     return out
+
+
+#: The exclusive end of the highest range an e820 entry (u64 address, u64 size) can describe.
+_E820_TOP = (1 << 64) - 1
 
 
 class BootParamsContext:
