@@ -240,8 +240,10 @@ def build(log_to=sys.stderr, force=False):
 
 
 def _prune(root, keep):
-    """Drop images of older recipes: each is 1-3 GiB."""
+    """Drop x86_64 images of older recipes (each is 1-3 GiB): directories named by a bare recipe
+    key. Other architectures' images (named <arch>-<key>) and builds in progress stay."""
     for name in os.listdir(root):
         path = os.path.join(root, name)
-        if name != keep and os.path.isdir(path) and not name.endswith(".building"):
+        bare_key = len(name) == len(keep) and all(c in "0123456789abcdef" for c in name)
+        if name != keep and bare_key and os.path.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
