@@ -13,7 +13,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Parallel VM tests: each e2e module brings its own fleet up; 2 workers fit 2 cores / 24 GiB.
 E2E_WORKERS ?= 2
 
-.PHONY: help deps venv collection-link unit e2e test demo lint sanity build-collection purgatory purgatory-check molecule bench clean distclean ee-check py38-check
+.PHONY: help deps venv collection-link unit e2e test demo lint sanity build-collection purgatory purgatory-check molecule bench clean distclean ee-check py38-check release-checks installed-check
 
 help:
 	@echo "make demo   - build the lab, boot a VM fleet, show each host's kernel, shut it down"
@@ -69,6 +69,7 @@ test: deps venv collection-link
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory purgatory-check
 	$(MAKE) --no-print-directory sanity
+	$(MAKE) --no-print-directory release-checks
 	@wait_pid=$$(cat .build/lab-build.pid); while kill -0 $$wait_pid 2>/dev/null; do sleep 2; done; \
 	  cat .build/lab-build.out
 	@# The lab files, molecule scenarios included, longest first (tests/e2e/scheduling.py).
@@ -82,11 +83,23 @@ demo: deps venv collection-link
 lint: deps venv collection-link purgatory-check
 	$(VPY) -m compileall -q plugins lab tests benchmarks
 	@scripts/sanity.sh
+	$(MAKE) --no-print-directory release-checks
+
+# What a user installs and an Ansible maintainer checks, without the lab (part of `make test`):
+# ansible-lint (production profile), the docs and changelog linters, Python 3.8, the execution
+# environment definition, and sanity plus unit tests inside the built, installed collection.
+release-checks: deps venv collection-link
 	@# Without ANSIBLE_COLLECTIONS_PATH ansible-lint runs isolated: it installs this collection into
 	@# the project's .ansible/ (ignored by git and by the galaxy build), not into ~/.ansible.
 	env -u ANSIBLE_COLLECTIONS_PATH $(VENV)/bin/ansible-lint --profile production
 	$(VENV)/bin/antsibull-docs lint-collection-docs --plugin-docs .
 	$(VENV)/bin/antsibull-changelog lint
+	$(MAKE) --no-print-directory py38-check
+	$(MAKE) --no-print-directory ee-check
+	$(MAKE) --no-print-directory installed-check
+
+installed-check: venv
+	@scripts/installed_check.sh
 
 # Host-side code (plugins/module_utils, plugins/modules) must run on Python 3.8: vermin checks every
 # file statically; where a real 3.8 interpreter exists (pyenv's on the project machines, or

@@ -12,16 +12,9 @@ from tests.kernels import TEST_VERSIONS, KernelUnavailable, kernel_package  # no
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, ".build", "collections"))
-from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import syscalls  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def no_real_syscalls(monkeypatch):
-    """Every unit test: reaching libc's syscall() or sync() fails the test (we run as root)."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("a real syscall was attempted in a unit test")
-    monkeypatch.setattr(syscalls.CtypesSyscalls, "_syscall", refuse)
-    monkeypatch.setattr(syscalls.CtypesSyscalls, "_libc_sync", refuse)
+# The guard against real syscalls, shared with the tests that ship (tests/unit/plugins/), applies to
+# every test here too.
+from tests.unit.plugins.conftest import no_real_syscalls  # noqa: E402,F401  pylint: disable=unused-import
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import cli
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import syscalls as sc
-from conftest import newc_initrd  # noqa: E402  (tests/unit/conftest.py, on sys.path under pytest)
+from tests.unit.conftest import newc_initrd  # noqa: E402
 
 from test_loader import StubStages  # noqa: E402  (same directory, on sys.path under pytest)
 

@@ -26,7 +26,7 @@ from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors impor
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.memmap import RAM, Range, subtract
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.plan import CRASH_CONTROL_HEADROOM
-from conftest import newc_initrd  # noqa: E402  (tests/unit/conftest.py, on sys.path under pytest)
+from tests.unit.conftest import newc_initrd  # noqa: E402
 
 from tests.unit.test_loader import StubStages, make_host
 

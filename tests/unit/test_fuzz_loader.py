@@ -21,7 +21,7 @@ import pytest
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import cli
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import syscalls as sc
 
-from conftest import newc_initrd  # noqa: E402  (tests/unit/conftest.py, on sys.path under pytest)
+from tests.unit.conftest import newc_initrd  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SYSROOTS = os.path.join(REPO, "tests", "fixtures", "sysroots")

@@ -19,7 +19,7 @@ from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.crash.facts 
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.memmap import MemoryMap, Range
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core.plan import Plan
-from conftest import newc_initrd  # noqa: E402  (tests/unit/conftest.py, on sys.path under pytest)
+from tests.unit.conftest import newc_initrd  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SYSROOTS = os.path.join(REPO, "tests", "fixtures", "sysroots")

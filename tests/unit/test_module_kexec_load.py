@@ -18,7 +18,7 @@ from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors impor
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.syscalls import FakeSyscalls
 from ansible_collections.fleetboot.kexec.plugins.modules import kexec_load
-from conftest import newc_initrd  # noqa: E402  (tests/unit/conftest.py, on sys.path under pytest)
+from tests.unit.conftest import newc_initrd  # noqa: E402
 
 from tests.kernels import KernelUnavailable, kernel_package
 

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import newc_initrd  # noqa: E402  (tests/unit/conftest.py, on sys.path under pytest)
+from tests.unit.conftest import newc_initrd  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLI = os.path.join(REPO, "bin", "fleetboot-kexec")
