@@ -3,7 +3,8 @@
 Input: Debian's vmlinuz 6.1.0-56-amd64 and a 64 MiB initrd. kexec-tools runs unprivileged
 (as nobody), so it does all its work and stops at the syscall with EPERM; ours runs
 `load --dry-run`, which does every step (parsing, planning, purgatory link, sha256 of every
-segment) but the syscall. Both are timed as whole processes (startup included), alternately,
+segment) but the syscall, started as the kdump role's /usr/sbin/fleetboot-kexec starts it on hosts
+(`python3 -S -m kexec.cli`, the loader on PYTHONPATH). Both are timed as whole processes (startup included), alternately,
 several times; the report gives the median wall time and peak RSS of each and their ratios.
 kexec-tools is fetched with `apt-get download` and unpacked into the cache: never installed.
 
@@ -98,14 +99,17 @@ def main():
         while parent not in ("/", ""):
             os.chmod(parent, os.stat(parent).st_mode | 0o111)
             parent = os.path.dirname(parent)
-    ours = [sys.executable, os.path.join(REPO, "bin", "fleetboot-kexec"), "load", "--dry-run",
+    # Run as the kdump role's /usr/sbin/fleetboot-kexec runs it on hosts: python3 -S -m kexec.cli
+    # with the loader's directory on PYTHONPATH.
+    ours = [sys.executable, "-S", "-m", "kexec.cli", "load", "--dry-run",
             "--kernel", kernel, "--initrd", rd, "--append", APPEND, "--method", "classic",
             "--sysroot", args.sysroot]
+    ours_env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "plugins", "module_utils"))
     theirs = [kexec, "-l", kernel, "--initrd", rd, "--append", APPEND]
 
     results = {"ours": [], "kexec-tools": []}
     for dummy in range(args.runs):
-        rc, wall, rss, out = measure(ours)
+        rc, wall, rss, out = measure(ours, env=ours_env)
         if rc != 0:
             sys.exit("our dry-run load failed (exit %d):\n%s" % (rc, out[-2000:]))
         results["ours"].append((wall, rss))

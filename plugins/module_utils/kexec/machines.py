@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import platform
+import os
 
 #: Debian and Go names, and other spellings, for the kernel's machine names.
 ALIASES = {"amd64": "x86_64", "arm64": "aarch64", "i686": "i386", "i586": "i386",
@@ -16,5 +16,6 @@ ALIASES = {"amd64": "x86_64", "arm64": "aarch64", "i686": "i386", "i586": "i386"
 
 def normalize_arch(arch=None):
     """Kernel-style architecture name ('x86_64', 'aarch64', 'ppc64le', ...) of ``arch`` or this machine."""
-    arch = (arch or platform.machine()).strip()
+    # os.uname() is what platform.machine() reads, without importing platform.
+    arch = (arch or os.uname()[4]).strip()
     return ALIASES.get(arch, arch)

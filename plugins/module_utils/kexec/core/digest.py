@@ -22,7 +22,7 @@ import hashlib
 import mmap
 import threading
 
-CHUNK = 4 << 20
+CHUNK = 1 << 20
 PAGE = mmap.PAGESIZE
 MADV_DONTNEED = 4
 
