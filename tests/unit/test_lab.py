@@ -1,6 +1,7 @@
 """The lab's pure parts: cache key, QEMU command line, inventory, exit reasons, state."""
 
 import gzip
+import io
 import json
 import lzma
 import os
@@ -396,3 +397,43 @@ def test_initramfs_modules_of_real_debian_kernels(release, first, absent):
     assert not set(absent) & set(order)
     assert order[-1] == "ext4" and {"virtio_blk", "virtio_net", "virtio_rng", "crc32c_generic"} <= set(order)
     assert order.index("jbd2") < order.index("ext4") and order.index("mbcache") < order.index("ext4")
+
+
+def test_mixed_fleet_up_writes_one_inventory_with_arch_groups(tmp_path, monkeypatch):
+    from lab import fleet as lab_fleet
+
+    def image_for(arch, log_to=None):
+        directory = tmp_path / "cache" / arch.name
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "id_ed25519").write_text("key of " + arch.name)
+        (directory / "manifest.json").write_text(json.dumps({"arch": arch.name, "boot_kernel": arch.boot_kernel,
+                                                             "kernels": list(arch.kernels)}))
+        return lab_image.Image(str(directory))
+
+    started = []
+
+    def start(vm, die_with_parent=False):
+        vm.port, vm.pid = 40001 + len(started), 1000 + len(started)
+        started.append(vm.qemu_command()[0])
+        vm.save()
+
+    monkeypatch.setattr(lab_fleet.foreign, "image_for", image_for)
+    monkeypatch.setattr(VM, "prepare", lambda vm: os.makedirs(vm.directory, exist_ok=True))
+    monkeypatch.setattr(VM, "start", start)
+    monkeypatch.setattr(Fleet, "wait_all", lambda self, timeout: None)
+    quiet = io.StringIO()
+    fleet = Fleet("mixed", root=str(tmp_path / "state")).up(hosts=1, arch="x86_64,arm64,ppc64le", uefi=True, out=quiet)
+    assert started == ["qemu-system-x86_64", "qemu-system-aarch64", "qemu-system-ppc64"]
+    assert [(vm.name, vm.arch.name, vm.uefi) for vm in fleet.vms] == [
+        ("vm1", "x86_64", True), ("vm2", "arm64", True), ("vm3", "ppc64le", False)]  # pseries has no UEFI
+    inv = yaml.safe_load(open(fleet.inventory))["all"]["children"]
+    assert set(inv["lab"]["hosts"]) == {"vm1", "vm2", "vm3"}
+    assert {g: set(inv[g]["hosts"]) for g in ("lab_x86_64", "lab_arm64", "lab_ppc64le")} == {
+        "lab_x86_64": {"vm1"}, "lab_arm64": {"vm2"}, "lab_ppc64le": {"vm3"}}
+    with open(inv["lab"]["hosts"]["vm3"]["ansible_ssh_private_key_file"]) as f:
+        assert f.read() == "key of ppc64le"
+    again = Fleet("mixed", root=str(tmp_path / "state")).load()
+    assert [(vm.arch.name, vm.image.directory) for vm in again.vms] == [
+        (a, str(tmp_path / "cache" / a)) for a in ("x86_64", "arm64", "ppc64le")]
+    with pytest.raises(LabError, match="has no kernel 6.12.1"):
+        Fleet("k", root=str(tmp_path / "state")).up(hosts=1, arch="arm64", kernel="6.12.1", out=quiet)
