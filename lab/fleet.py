@@ -143,8 +143,9 @@ class Fleet:
             if kernel and not os.path.exists(image.kernel(kernel)):
                 raise LabError("the %s image has no kernel %s (it has %s)"
                                % (a.name, kernel, ", ".join(image.manifest()["kernels"])))
-            for _ in range(hosts):
-                name = "%s%d" % (prefix, len(self.vms) + 1)
+            first = len(self.vms) + 1
+            for number in range(first, first + hosts):
+                name = "%s%d" % (prefix, number)
                 self.vms.append(VM(name, os.path.join(self.directory, name), image, memory=memory, cpus=cpus,
                                    append=append, uefi=uefi and (a.uefi is not None or len(chosen) == 1),
                                    no_reboot=no_reboot, kernel=kernel, arch=a.name))
