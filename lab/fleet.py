@@ -11,8 +11,8 @@ import sys
 import threading
 import time
 
+from lab import arches, foreign, ssh
 from lab import image as lab_image
-from lab import ssh
 from lab.image import LabError
 from lab.vm import VM
 
@@ -24,12 +24,14 @@ def state_root():
     return os.environ.get("FLEETBOOT_LAB_STATE") or os.path.join(REPO, ".lab")
 
 
-def inventory_yaml(hosts, key_file, group="lab"):
+def inventory_yaml(hosts, key_file, group="lab", groups=None):
     """An Ansible YAML inventory for `hosts` [(name, port, extra vars)].
 
     Host key checking is switched off through the group's ssh args, so only lab hosts are affected.
     Pipelining is on: the lab logs in as root (no sudo, no requiretty), and under TCG every round
-    trip it saves per task is worth seconds.
+    trip it saves per task is worth seconds. ``groups`` ({group: [host names]}) adds more groups,
+    e.g. one per architecture (lab_x86_64, lab_arm64, lab_ppc64le), so a mixed fleet is one
+    inventory.
     """
     lines = ["all:", "  children:", "    %s:" % group, "      vars:",
              "        ansible_host: 127.0.0.1",
@@ -44,6 +46,9 @@ def inventory_yaml(hosts, key_file, group="lab"):
         lines.append("          ansible_port: %d" % port)
         for k in sorted(extra):
             lines.append("          %s: %s" % (k, json.dumps(extra[k])))
+    for extra_group in sorted(groups or {}):
+        lines += ["    %s:" % extra_group, "      hosts:"]
+        lines += ["        %s: {}" % name for name in groups[extra_group]]
     return "\n".join(lines) + "\n"
 
 
@@ -78,7 +83,9 @@ class Fleet:
         with open(self.state_file) as f:
             state = json.load(f)
         self.image = lab_image.Image(state["image"])
-        self.vms = [VM.load(os.path.join(self.directory, n), self.image) for n in state["hosts"]]
+        images = state.get("images", {})
+        self.vms = [VM.load(os.path.join(self.directory, n), lab_image.Image(images.get(n, state["image"])))
+                    for n in state["hosts"]]
         return self
 
     def vm(self, name):
@@ -88,19 +95,36 @@ class Fleet:
         raise LabError("no VM %r in fleet %r (hosts: %s)"
                        % (name, self.name, ", ".join(v.name for v in self.vms) or "none"))
 
+    def key_for(self, vm):
+        """The SSH key of a VM: each image has its own, copied into the fleet's directory
+        (``id_ed25519`` for the first architecture, ``id_ed25519-<arch>`` for the others)."""
+        first = self.vms[0].arch.name if self.vms else vm.arch.name
+        return self.key_file if vm.arch.name == first else "%s-%s" % (self.key_file, vm.arch.name)
+
     def _save(self):
         with open(self.state_file, "w") as f:
             json.dump({"name": self.name, "image": self.image.directory,
+                       "images": {vm.name: vm.image.directory for vm in self.vms},
                        "hosts": [vm.name for vm in self.vms]}, f, indent=2)
+        groups = {}
+        for vm in self.vms:
+            groups.setdefault(vm.arch.group, []).append(vm.name)
+        hosts = [(vm.name, vm.port, {} if self.key_for(vm) == self.key_file
+                  else {"ansible_ssh_private_key_file": self.key_for(vm)}) for vm in self.vms]
         with open(self.inventory, "w") as f:
-            f.write(inventory_yaml([(vm.name, vm.port, {}) for vm in self.vms], self.key_file))
+            f.write(inventory_yaml(hosts, self.key_file, groups=groups))
 
     def up(self, hosts=2, memory=1024, cpus=1, append="", uefi=False, no_reboot=True,
-           prefix="vm", die_with_parent=False, timeout=300, out=sys.stderr, kernel=None, post_delay=0):
+           prefix="vm", die_with_parent=False, timeout=300, out=sys.stderr, arch="x86_64", kernel=None,
+           post_delay=0):
         """Boot `hosts` VMs on the lab image and wait until each answers SSH.
 
-        ``kernel`` is the release QEMU boots (the image's older one by default); ``post_delay``
-        makes the firmware wait that many seconds before every boot through it (a simulated POST).
+        ``arch`` is one architecture (x86_64, arm64, ppc64le) or several, comma-separated (or
+        ``all``): then `hosts` VMs of each, numbered in that order, in one inventory. ``uefi``
+        applies to the architectures that have UEFI firmware in the lab (x86_64, arm64). ``kernel``
+        boots another of the image's kernels than its boot kernel (e.g. ppc64le's 4 KiB-page 6.12);
+        ``post_delay`` makes the firmware wait that many seconds before every boot through it (a
+        simulated POST; SeaBIOS only).
         Anything started is stopped again if this fails or is interrupted.
         """
         if self.exists():
@@ -110,13 +134,27 @@ class Fleet:
                 return self
             raise LabError("fleet %r has state from an earlier run (%s); run `python -m lab "
                            "down --name %s` first" % (self.name, self.directory, self.name))
-        self.image = lab_image.build(log_to=out)
+        if hosts < 1:
+            raise LabError("--hosts must be at least 1 (got %d)" % hosts)
+        chosen = arch if isinstance(arch, (list, tuple)) else arches.parse_list(arch)
+        chosen = [arches.get(a) if isinstance(a, str) else a for a in chosen]
+        images = [foreign.image_for(a, log_to=out) for a in chosen]
+        self.image = images[0]
         os.makedirs(self.directory, exist_ok=True)
-        shutil.copyfile(self.image.key, self.key_file)
-        os.chmod(self.key_file, 0o600)
-        self.vms = [VM("%s%d" % (prefix, i + 1), os.path.join(self.directory, "%s%d" % (prefix, i + 1)),
-                       self.image, memory=memory, cpus=cpus, append=append, uefi=uefi,
-                       no_reboot=no_reboot, kernel=kernel, post_delay=post_delay) for i in range(hosts)]
+        self.vms = []
+        for a, image in zip(chosen, images):
+            if kernel and not os.path.exists(image.kernel(kernel)):
+                raise LabError("the %s image has no kernel %s (it has %s)"
+                               % (a.name, kernel, ", ".join(image.manifest()["kernels"])))
+            first = len(self.vms) + 1
+            for number in range(first, first + hosts):
+                name = "%s%d" % (prefix, number)
+                self.vms.append(VM(name, os.path.join(self.directory, name), image, memory=memory, cpus=cpus,
+                                   append=append, uefi=uefi and (a.uefi is not None or len(chosen) == 1),
+                                   no_reboot=no_reboot, kernel=kernel, arch=a.name, post_delay=post_delay))
+            key = self.key_for(self.vms[-1])
+            shutil.copyfile(image.key, key)
+            os.chmod(key, 0o600)
         try:
             for vm in self.vms:
                 vm.prepare()
@@ -140,7 +178,7 @@ class Fleet:
 
         def wait(vm):
             try:
-                ssh.wait_answering(vm, self.key_file, timeout)
+                ssh.wait_answering(vm, self.key_for(vm), timeout)
             except Exception as e:  # reported below, per VM
                 errors[vm.name] = e
 
@@ -154,25 +192,30 @@ class Fleet:
 
     def run(self, name, command, timeout=120):
         """Run a command on one VM over SSH: (exit status, stdout, stderr)."""
-        return ssh.run(self.vm(name).port, self.key_file, command, timeout=timeout)
+        vm = self.vm(name)
+        return ssh.run(vm.port, self.key_for(vm), command, timeout=timeout)
 
     def put_file(self, name, local_path, remote_path):
         """Copy one file into one VM (SFTP)."""
-        ssh.put_file(self.vm(name).port, self.key_file, local_path, remote_path)
+        vm = self.vm(name)
+        ssh.put_file(vm.port, self.key_for(vm), local_path, remote_path)
 
     def put_tree(self, name, local_dir, remote_dir):
         """Copy a directory tree into one VM (SFTP)."""
-        ssh.put_tree(self.vm(name).port, self.key_file, local_dir, remote_dir)
+        vm = self.vm(name)
+        ssh.put_tree(vm.port, self.key_for(vm), local_dir, remote_dir)
 
     def boot_id(self, name, timeout=300):
         """Wait until the VM answers SSH and return its boot_id (raises LabError on timeout)."""
-        return ssh.wait_answering(self.vm(name), self.key_file, timeout)
+        vm = self.vm(name)
+        return ssh.wait_answering(vm, self.key_for(vm), timeout)
 
     def status(self):
         """Plain-value status of each VM: running, or how it ended."""
         result = []
         for vm in self.vms:
-            entry = {"name": vm.name, "pid": vm.pid, "port": vm.port, "kernel": vm.kernel,
+            entry = {"name": vm.name, "arch": vm.arch.name, "uefi": vm.uefi, "pid": vm.pid, "port": vm.port,
+                     "kernel": vm.kernel,
                      "running": vm.running(), "serial_log": vm.serial_log}
             if not entry["running"]:
                 entry["exit_reason"] = vm.exit_reason()

@@ -85,7 +85,10 @@ class Image:
         return os.path.join(self.directory, "id_ed25519")
 
     def kernel(self, release=BOOT_KERNEL):
-        return os.path.join(self.directory, "boot", "vmlinuz-" + release)
+        path = os.path.join(self.directory, "boot", "vmlinuz-" + release)
+        elf = os.path.join(self.directory, "boot", "vmlinux-" + release)
+        # ppc64el kernels are installed as an ELF vmlinux, not a vmlinuz.
+        return elf if not os.path.exists(path) and os.path.exists(elf) else path
 
     def initrd(self, release=BOOT_KERNEL):
         return os.path.join(self.directory, "boot", "initrd.img-" + release)
@@ -93,6 +96,11 @@ class Image:
     def manifest(self):
         with open(os.path.join(self.directory, "manifest.json")) as f:
             return json.load(f)
+
+    @property
+    def arch(self):
+        """The image's architecture (uname -m); images of the x86 recipe do not say."""
+        return self.manifest().get("arch", "x86_64")
 
     def is_complete(self):
         return os.path.exists(os.path.join(self.directory, "manifest.json"))
@@ -139,7 +147,7 @@ def _mask_units(tree):
         os.symlink("/dev/null", link)
 
 
-def _configure_tree(tree, pubkey):
+def _configure_tree(tree, pubkey, console="ttyS0"):
     """Files the VMs need, written straight into the tree (no chroot needed)."""
     with open(os.path.join(RECIPE_DIR, "fstab")) as f:
         _write(os.path.join(tree, "etc/fstab"), f.read())
@@ -162,7 +170,7 @@ def _configure_tree(tree, pubkey):
     # Each VM's systemd makes its own machine-id on first boot (on its own overlay).
     _write(os.path.join(tree, "etc/machine-id"), "")
     # The lab VMs' console is the serial port; a root shell there helps debugging.
-    _write(os.path.join(tree, "etc/systemd/system/serial-getty@ttyS0.service.d/autologin.conf"),
+    _write(os.path.join(tree, "etc/systemd/system/serial-getty@%s.service.d/autologin.conf" % console),
            "[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin root --keep-baud "
            "115200,57600,38400,9600 %I $TERM\n")
 
@@ -239,11 +247,16 @@ def build(log_to=sys.stderr, force=False):
         return Image(final)
 
 
-def _prune(root, keep):
-    """Drop x86_64 images of older recipes (each is 1-3 GiB): directories named by a bare recipe
-    key. Other architectures' images (named <arch>-<key>) and builds in progress stay."""
+def _prune(root, keep, arch="x86_64"):
+    """Drop images of older recipes of the same architecture (each is 1-3 GiB); another
+    architecture's images, builds in progress and dot directories stay."""
     for name in os.listdir(root):
         path = os.path.join(root, name)
-        bare_key = len(name) == len(keep) and all(c in "0123456789abcdef" for c in name)
-        if name != keep and bare_key and os.path.isdir(path):
+        if name == keep or name.startswith(".") or not os.path.isdir(path) or name.endswith(".building"):
+            continue
+        try:
+            built_for = Image(path).arch
+        except (OSError, ValueError):
+            built_for = None  # no manifest: an interrupted build's leftover, whatever its arch
+        if built_for in (arch, None):
             shutil.rmtree(path, ignore_errors=True)

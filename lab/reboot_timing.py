@@ -94,7 +94,7 @@ class RebootTimer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                rc, out = ssh.run(self.vm.port, self.fleet.key_file, "cat /proc/sys/kernel/random/boot_id",
+                rc, out = ssh.run(self.vm.port, self.fleet.key_for(self.vm), "cat /proc/sys/kernel/random/boot_id",
                                   timeout=ssh.PROBE_TIMEOUT)[:2]
                 if rc == 0 and out.strip() and out.strip() != old_boot_id:
                     return time.monotonic()

@@ -15,10 +15,10 @@ import socket
 import subprocess
 import time
 
+from lab import arches
 from lab.image import LabError
 
-OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
-OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+OVMF_CODE, OVMF_VARS = arches.X86_64.uefi
 BASE_APPEND = "console=ttyS0 root=/dev/vda rw"
 PR_SET_PDEATHSIG = 1
 # What the kernel prints on the console just before it resets the machine through the firmware
@@ -125,8 +125,9 @@ class VM:
     """A lab VM's settings and the files of its state directory."""
 
     def __init__(self, name, directory, image, memory=1024, cpus=1, append="", uefi=False,
-                 no_reboot=True, kernel=None, port=None, post_delay=0):
+                 no_reboot=True, kernel=None, port=None, arch="x86_64", post_delay=0):
         self.name = name
+        self.arch = arches.get(arch)
         self.directory = directory
         self.image = image
         self.memory = memory
@@ -161,10 +162,15 @@ class VM:
 
     @property
     def efivars(self):
-        return os.path.join(self.directory, "OVMF_VARS.fd")
+        return os.path.join(self.directory, "AAVMF_VARS.fd" if self.arch.name == "arm64" else "OVMF_VARS.fd")
+
+    @property
+    def foreign(self):
+        """True for arm64 and ppc64le VMs (their argv comes from lab/arches.py)."""
+        return self.arch.name in arches.FOREIGN
 
     def to_dict(self):
-        return {"name": self.name, "memory": self.memory, "cpus": self.cpus,
+        return {"name": self.name, "arch": self.arch.name, "memory": self.memory, "cpus": self.cpus,
                 "append": self.append, "uefi": self.uefi, "no_reboot": self.no_reboot,
                 "kernel": self.kernel, "port": self.port, "pid": self.pid,
                 "start_time": self.start_time, "post_delay": self.post_delay}
@@ -179,16 +185,22 @@ class VM:
         with open(os.path.join(directory, "vm.json")) as f:
             d = json.load(f)
         vm = cls(d["name"], directory, image, d["memory"], d["cpus"], d["append"], d["uefi"],
-                 d["no_reboot"], d["kernel"], d["port"], d.get("post_delay", 0))
+                 d["no_reboot"], d["kernel"], d["port"], d.get("arch", "x86_64"), d.get("post_delay", 0))
         vm.pid, vm.start_time = d["pid"], d["start_time"]
         return vm
 
     # -- QEMU ---------------------------------------------------------------------------------
     def kernel_cmdline(self):
-        return (BASE_APPEND + " " + self.append).strip()
+        base = self.arch.base_append() if self.foreign else BASE_APPEND
+        return (base + " " + self.append).strip()
 
     def qemu_command(self):
         """The QEMU argv for this VM (a plain list, so tests can check it without QEMU)."""
+        if self.foreign:
+            return arches.qemu_command(
+                self.arch, self.name, self.memory, self.cpus, self.image.kernel(self.kernel),
+                self.image.initrd(self.kernel), self.kernel_cmdline(), self.overlay, self.serial_log,
+                port=self.port, no_reboot=self.no_reboot, uefi_vars=self.efivars if self.uefi else None)
         cmd = [
             "qemu-system-x86_64", "-name", self.name,
             "-accel", "tcg", "-m", str(self.memory), "-smp", str(self.cpus),
@@ -213,19 +225,23 @@ class VM:
 
     def prepare(self):
         """Create the state directory and a fresh overlay on the lab image."""
+        if self.uefi:
+            if self.arch.uefi is None:
+                raise LabError("%s VMs cannot boot through UEFI in the lab (drop --uefi)" % self.arch.name)
+            if not os.path.exists(self.arch.uefi[0]):
+                raise LabError("UEFI boot on %s needs %s: run `make deps`" % (self.arch.name, self.arch.uefi[0]))
         os.makedirs(self.directory, exist_ok=True)
         for path in (self.overlay, self.serial_log, self.qemu_log):
             if os.path.exists(path):
                 os.unlink(path)
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
                         "-b", self.image.disk, self.overlay], check=True)
-        if self.uefi and self.post_delay:
-            # OVMF boots a -kernel image at once, without its boot-menu timeout.
-            raise LabError("a simulated POST delay works with SeaBIOS only; drop --uefi or --post-delay")
+        if self.post_delay and (self.uefi or self.foreign):
+            # OVMF boots a -kernel image at once, without its boot-menu timeout; -boot menu= is SeaBIOS's.
+            raise LabError("a simulated POST delay works with SeaBIOS (x86_64 without --uefi) only; "
+                           "drop --post-delay or use such a VM")
         if self.uefi:
-            if not os.path.exists(OVMF_CODE):
-                raise LabError("UEFI boot needs OVMF (%s): run `make deps`" % OVMF_CODE)
-            shutil.copyfile(OVMF_VARS, self.efivars)
+            shutil.copyfile(self.arch.uefi[1], self.efivars)
 
     def start(self, die_with_parent=False, attempts=3):
         """Start QEMU in its own process group; retry with another port if it was taken."""

@@ -74,6 +74,15 @@ if [ -d /sys/firmware/efi ]; then
         done
     fi
 fi
+# The live device tree (arm64 and ppc64): every node a directory, every property a file, copied
+# byte for byte whatever its name ("?", commas, "#address-cells"); /proc/device-tree links to
+# /sys/firmware/devicetree/base, so the copy starts inside it. On ppc64 it is the only place that
+# shows the crash region (chosen/linux,crashkernel-base and -size).
+if [ -d /proc/device-tree/ ]; then
+    mkdir -p "$T/proc/device-tree"
+    (cd /proc/device-tree/ && find . -type d -exec sh -c '"'"'for d; do mkdir -p "$0/$d"; done'"'"' "$T/proc/device-tree" {} + \
+        && find . -type f -exec sh -c '"'"'for f; do cat "$f" > "$0/$f"; done'"'"' "$T/proc/device-tree" {} +)
+fi
 # Crash-kernel facts (root only): per-CPU crash note addresses, the vmcoreinfo note and the
 # ELF header of /proc/kcore (its first pages: the kernel text mapping under KASLR).
 for f in /sys/kernel/vmcoreinfo /sys/devices/system/cpu/possible /sys/devices/system/cpu/present; do

@@ -13,11 +13,17 @@ downloads, the others wait and then reuse).
 """
 
 import fcntl
-import glob
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from lab import debian  # noqa: E402  (the private apt configuration, shared with the lab)
 
 DEFAULT_VERSION = "6.1.0-56-amd64"
 # Both exist in bookworm-security; two builds let tests compare fields that must agree.
@@ -30,8 +36,6 @@ class KernelUnavailable(Exception):
 
 #: Debian architecture of a kernel flavour (the version's suffix), for the foreign ones.
 FOREIGN_FLAVOURS = (("-powerpc64le-64k", "ppc64el"), ("-powerpc64le", "ppc64el"), ("-arm64", "arm64"))
-DEBIAN_ARCHIVE = os.environ.get("FLEETBOOT_LAB_MIRROR", "http://deb.debian.org/debian")
-DEBIAN_SECURITY = os.environ.get("FLEETBOOT_LAB_SECURITY_MIRROR", "http://deb.debian.org/debian-security")
 
 
 def debian_arch(version):
@@ -91,57 +95,23 @@ def _run(argv, cwd=None):
 
 
 def foreign_apt_options(arch, root=None):
-    """apt-get options for a private configuration serving Debian bookworm ``arch`` packages.
-
-    Everything apt writes (lists, archives) stays under ``root`` (in the kernel cache by
-    default); the machine's sources, lists, architectures and locks are not used.
-    """
-    root = root or os.path.join(cache_root(), ".apt-" + arch)
-    for sub in ("lists/partial", "archives/partial"):
-        os.makedirs(os.path.join(root, sub), exist_ok=True)
-    sources = os.path.join(root, "sources.list")
-    keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
-    signed = "[signed-by=%s] " % keyring if os.path.exists(keyring) else ""
-    text = ("deb {s}{m} bookworm main\ndeb {s}{m} bookworm-updates main\ndeb {s}{sm} bookworm-security main\n"
-            .format(s=signed, m=DEBIAN_ARCHIVE, sm=DEBIAN_SECURITY))
-    current = None
-    if os.path.exists(sources):
-        with open(sources) as f:
-            current = f.read()
-    if current != text:
-        with open(sources, "w") as f:
-            f.write(text)
-    return ["-o", "APT::Architecture=" + arch, "-o", "APT::Architectures=" + arch,
-            "-o", "Dir::Etc::SourceList=" + sources, "-o", "Dir::Etc::SourceParts=/dev/null",
-            "-o", "Dir::State::Lists=" + os.path.join(root, "lists"),
-            "-o", "Dir::Cache=" + root, "-o", "Dir::Cache::Archives=" + os.path.join(root, "archives"),
-            "-o", "Debug::NoLocking=1", "-o", "APT::Sandbox::User=root"]
+    """apt-get options for a private configuration serving Debian bookworm ``arch`` packages
+    (lab/debian.py), its lists and archives under the kernel cache by default."""
+    return debian.foreign_apt_options(arch, root or os.path.join(cache_root(), ".apt-" + arch))
 
 
 def _download(version, workdir, unsigned=False):
     """apt-get download the package into workdir; return the .deb path."""
     if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
         raise KernelUnavailable("apt-get/dpkg-deb not found: cannot fetch linux-image-%s" % version)
-    names = ["linux-image-" + version, "linux-image-" + version + "-unsigned"]
+    names = ("linux-image-" + version, "linux-image-" + version + "-unsigned")
     if unsigned:
         names = names[1:]
     arch = debian_arch(version)
-    options = [] if arch == "amd64" else foreign_apt_options(arch)
-    log = []
-    # Try without touching the apt lists first; only if no name resolves do we refresh them.
-    for refresh in (False, True):
-        if refresh:
-            rc, out = _run(["apt-get"] + options + ["update", "-q"])
-            log.append("apt-get update -> %d\n%s" % (rc, out[-2000:]))
-        for name in names:
-            rc, out = _run(["apt-get"] + options + ["download", "-q", name], cwd=workdir)
-            log.append("apt-get download %s -> %d\n%s" % (name, rc, out[-2000:]))
-            if rc == 0:
-                debs = glob.glob(os.path.join(workdir, "*.deb"))
-                if debs:
-                    return debs[0]
-    raise KernelUnavailable("could not download linux-image-%s (no network or unknown version):\n%s"
-                            % (version, "\n".join(log)))
+    try:
+        return debian.download(arch, [names], workdir, os.path.join(cache_root(), ".apt-" + arch))[0]
+    except debian.PackageUnavailable as e:
+        raise KernelUnavailable(str(e)) from None
 
 
 def kernel_package(version=DEFAULT_VERSION, unsigned=False):

@@ -49,8 +49,8 @@ FILES = (
     "machine",
     "pagesize",
 )
-#: Directories Host.read looks at: existence (efi) or every file under them (memmap).
-DIRS = ("sys/firmware/memmap", "sys/firmware/efi")
+#: Directories Host.read looks at: existence (efi) or every file under them (memmap, the live device tree).
+DIRS = ("sys/firmware/memmap", "sys/firmware/efi", "proc/device-tree")
 #: Read from the same sysroot by the x86 EFI state reader (arch/x86_64/efi.py).
 EFI_FILES = ("sys/firmware/efi/fw_vendor", "sys/firmware/efi/runtime", "sys/firmware/efi/config_table",
              "sys/firmware/efi/runtime-map")
