@@ -11,10 +11,14 @@ The arm64 kernel publishes what a reader needs in its VMCOREINFO (arch_crash_sav
 - the **linear map**: __pa(va) = va - PAGE_OFFSET + PHYS_OFFSET, where the map starts at
   -(1 << VA_BITS) and spans half the kernel's VA space (Linux 5.4 and later; before, it was the
   upper half);
-- the **kernel image**: __pa_symbol(va) = va - kimage_voffset (the KASLR slide is in it);
-- anything else (vmalloc, modules) by walking the crashed kernel's own page tables from
-  ``swapper_pg_dir`` (the stage 1 translation table format of the Arm ARM, D8: 4, 16 or 64 KiB
-  granules, table/block/page descriptors).
+- the **kernel image**: __pa_symbol(va) = va - kimage_voffset (the KASLR slide is in it), which
+  finds ``swapper_pg_dir``;
+- anything else by walking the crashed kernel's own page tables from ``swapper_pg_dir`` (the
+  stage 1 translation table format of the Arm ARM, D8: 4, 16 or 64 KiB granules, table/block/page
+  descriptors).  The image is mapped there too, and it sits inside the vmalloc area (Linux 5.x and
+  6.x put VMALLOC_START right at the image's base), so no address range tells an image address
+  from a vmalloc one: the walk answers for both, and the image formula is only the fallback of a
+  note without ``swapper_pg_dir``.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -131,7 +135,8 @@ class Arm64Memory:
         vaddr &= _M64
         if self.linear[0] <= vaddr < self.linear[1]:
             return vaddr - self.linear[0] + self.phys_offset
-        if self.image is not None and self.image[0] <= vaddr < self.image[1]:
+        if self._pgd is None and self.image is not None and self.image[0] <= vaddr < self.image[1]:
+            # No tables to walk: near _stext it can only be the image.
             return self._image_to_phys(vaddr)
         page = vaddr & ~(self.page_size - 1)
         if page not in self._pages:

@@ -1,0 +1,109 @@
+"""The vmcore reader and the kernel log on arm64 dumps (tests/unit/vmcore_builder_arm64.py):
+linear map, kernel image (kimage_voffset), page-table walks with 4/16/64 KiB granules, and the
+printk ringbuffer wherever it lives."""
+
+import pytest
+
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch import vmcore_memory
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch.arm64.vmcore import Arm64Memory
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.dump import printk, vmcore
+
+from tests.unit import vmcore_builder as vb
+from tests.unit import vmcore_builder_arm64 as ab
+
+EM_AARCH64 = 183
+
+
+def write(tmp_path, kernel, name="core"):
+    return vb.write_core(str(tmp_path / name), kernel, machine=EM_AARCH64)
+
+
+def memory(path):
+    core = vmcore.ElfCore(path)
+    return core, Arm64Memory(core, core.vmcoreinfo())
+
+
+@pytest.mark.parametrize("where", ["direct", "vmalloc", "huge", "image"])
+def test_kernel_log_wherever_the_ring_lives(tmp_path, where):
+    kernel = ab.Kernel()
+    ring = vb.Ringbuffer(count_bits=5, size_bits=10)
+    for k in range(25):
+        ring.add(("arm64 message %d" % k).encode(), ts_nsec=1000 * k, caller_id=7)
+    ring.place(kernel, where=where)
+    log = printk.kernel_log(write(tmp_path, kernel), vmcore_memory)
+    assert log["format"] == "lockless"
+    assert [(r["seq"], r["ts_nsec"], r["text"].encode()) for r in log["records"]] == ring.expected()
+    assert log["records"][-1]["text"] == "arm64 message 24"
+
+
+def test_linear_map_and_image_translate_by_arithmetic(tmp_path):
+    kernel = ab.Kernel()
+    va, pa = kernel.image_var(8)
+    kernel.mem.put(pa, "Q", 0x1122334455667788)
+    kernel.mem.put(0x40500000, "Q", 0x99)
+    core, mem = memory(write(tmp_path, kernel))
+    with core:
+        assert mem.vtop(va) == pa and mem.u64(va) == 0x1122334455667788
+        assert mem.vtop(0xffff000000500000) == 0x40500000 and mem.u64(0xffff000000500000) == 0x99
+        assert mem.linear == (0xffff000000000000, 0xffff800000000000)
+
+
+@pytest.mark.parametrize("va_bits,granule,leaf", [
+    (48, 4096, 4096), (48, 4096, 2 << 20), (48, 4096, 1 << 30), (39, 4096, 4096),
+    (47, 16384, 16384), (47, 16384, 32 << 20), (42, 65536, 65536), (48, 65536, 512 << 20),
+])
+def test_page_walk_granules_levels_and_blocks(tmp_path, va_bits, granule, leaf):
+    # Large blocks: only the page read inside them needs to be in the dump.
+    ram = ((0x40000000, 0x2000000),) if leaf < (32 << 20) else ((0x40000000, 0x1000000), (0x80000000 + leaf // 2, 0x10000))
+    kernel = ab.Kernel(ram=ram, va_bits=va_bits, granule=granule)
+    target = 0x40C00000 if leaf < (32 << 20) else 0x80000000
+    vaddr = (kernel.VMALLOC + leaf - 1) // leaf * leaf + 4 * leaf
+    kernel.pt.map_page(vaddr, target, leaf)
+    kernel.mem.put(target + leaf // 2 + 8, "Q", 0xABCDEF)
+    core, mem = memory(write(tmp_path, kernel))
+    with core:
+        assert mem.page_size == granule and mem.va_bits == va_bits
+        assert mem.vtop(vaddr + leaf // 2 + 8) == target + leaf // 2 + 8
+        assert mem.u64(vaddr + leaf // 2 + 8) == 0xABCDEF
+        with pytest.raises(vmcore.VmcoreError, match="not mapped"):
+            mem.vtop(vaddr + 64 * leaf)
+
+
+def test_pre_5_4_layout_has_the_linear_map_on_top(tmp_path):
+    kernel = ab.Kernel(release="4.19.0-27-arm64", stext=False)
+    core, mem = memory(write(tmp_path, kernel))
+    with core:
+        assert mem.linear == (0xffff800000000000, 1 << 64)
+        assert mem.vtop(0xffff800000100000) == 0x40100000
+
+
+def test_52_bit_build_on_a_48_bit_cpu(tmp_path):
+    kernel = ab.Kernel()
+    kernel.info["NUMBER(VA_BITS)"] = "52"
+    kernel.info["NUMBER(TCR_EL1_T1SZ)"] = "16"
+    core, mem = memory(write(tmp_path, kernel))
+    with core:
+        assert mem.va_bits == 48
+
+
+@pytest.mark.parametrize("key", ["NUMBER(VA_BITS)", "NUMBER(kimage_voffset)", "NUMBER(PHYS_OFFSET)"])
+def test_missing_keys_are_named(tmp_path, key):
+    kernel = ab.Kernel()
+    del kernel.info[key]
+    path = write(tmp_path, kernel)
+    with vmcore.ElfCore(path) as core, pytest.raises(vmcore.VmcoreError, match=r"lacks %s" % key.replace("(", r"\(").replace(")", r"\)")):
+        Arm64Memory(core, core.vmcoreinfo())
+
+
+def test_walk_needs_swapper_pg_dir(tmp_path):
+    kernel = ab.Kernel()
+    del kernel.info["SYMBOL(swapper_pg_dir)"]
+    core, mem = memory(write(tmp_path, kernel))
+    with core, pytest.raises(vmcore.VmcoreError, match=r"lacks SYMBOL\(swapper_pg_dir\)"):
+        mem.vtop(ab.KIMAGE_VADDR + (2 << 30))
+
+
+def test_the_registry_reads_aarch64_cores_with_this_reader(tmp_path):
+    kernel = ab.Kernel()
+    with vmcore.ElfCore(write(tmp_path, kernel)) as core:
+        assert isinstance(vmcore_memory(core, core.vmcoreinfo()), Arm64Memory)
