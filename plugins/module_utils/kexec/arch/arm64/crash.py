@@ -30,9 +30,11 @@ from ...crash.facts import CrashFacts
 from ...errors import PlanError
 
 #: RHEL's kdump for aarch64 (rhkdump/kdump-utils gen-kdump-sysconfig.sh) appends these among
-#: others: one CPU, devices reset, interrupts polled, and cma=0, because Debian's arm64 kernels
-#: set aside 64 MiB of CMA (CONFIG_CMA_SIZE_MBYTES), a quarter of a 256 MiB crash region.
-DEFAULT_CAPTURE_OPTIONS = "irqpoll nr_cpus=1 reset_devices cma=0"
+#: others (one CPU, devices reset, interrupts polled), the same three as on x86_64, so the kdump
+#: role's kdump_capture_options default fits both.  RHEL also adds cma=0: Debian's arm64 kernels
+#: set aside 64 MiB of CMA (CONFIG_CMA_SIZE_MBYTES), usable only by movable pages in the capture
+#: kernel; add it with --capture-options where the crash region is tight.
+DEFAULT_CAPTURE_OPTIONS = "irqpoll nr_cpus=1 reset_devices"
 
 _INVALID = (1 << 64) - 1
 
