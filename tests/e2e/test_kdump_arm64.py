@@ -5,12 +5,11 @@ capture kernel saves a vmcore whose PT_LOADs cover the RAM outside the crash reg
 dmesg.txt with the sysrq line.  One 2 GiB VM; boots: the first, one kexec, the capture kernel,
 the firmware reboot after it."""
 
-import base64
 import re
 
 import pytest
 
-from .kdump_flow import VM, crash_region, playbook, readelf_loads, recap, sh, system_ram_outside, union
+from .kdump_flow import VM, crash_and_check_dump, crash_region, playbook, recap, sh, summary_line
 
 
 @pytest.fixture(scope="module")
@@ -40,22 +39,5 @@ def test_kdump_role_and_a_real_crash_on_arm64(fleet, tmp_path):
     rc, out = playbook(fleet, *args)
     assert rc == 0 and recap(out)["changed"] == 0, out
 
-    dumps_before = sh(fleet, "ls /var/crash 2>/dev/null || true").split()
-    rc, out = playbook(fleet, *(args + ["-e", "kdump_test=true"]))
-    assert rc == 0, out
-    assert vm.firmware_reset_count() == 1 and vm.pid == pid, "the capture kernel reboots through the firmware"
-    dumps = [d for d in sh(fleet, "ls /var/crash").split() if d not in dumps_before]
-    assert len(dumps) == 1 and not dumps[0].endswith(".incomplete"), dumps
-    dump = "/var/crash/" + dumps[0]
-    dmesg = sh(fleet, "cat %s/dmesg.txt" % dump)
-    assert "sysrq: Trigger a crash" in dmesg and "Kernel panic - not syncing" in dmesg, dmesg[-2000:]
-
-    head = sh(fleet, "head -c 1048576 %s/vmcore | base64 -w0" % dump, timeout=300)
-    local = tmp_path / "vmcore.head"
-    local.write_bytes(base64.b64decode(head))
-    loads, listing = readelf_loads(str(local))
-    covered = union((p, p + n) for p, n in loads)
-    for start, end in union(system_ram_outside(iomem, region)):
-        assert any(s <= start and end <= e for s, e in covered), (hex(start), hex(end), listing)
-    size = int(sh(fleet, "stat -c %%s %s/vmcore" % dump))
-    print("kdump arm64:", {"dump": dump, "vmcore_size": size, "loads": [(hex(p), hex(n)) for p, n in loads]})
+    result = crash_and_check_dump(fleet, tmp_path, args, iomem, region, pid)
+    print("kdump arm64:", summary_line(result))

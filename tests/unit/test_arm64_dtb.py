@@ -98,7 +98,7 @@ def test_no_initrd_no_seed(running, tmp_path):
 
 def test_fresh_seeds_every_load(running):
     seen = set()
-    for _ in range(3):
+    for dummy in range(3):
         kaslr, rng, warnings = boot.seeds(os.urandom)
         assert warnings == [] and len(rng) == 128 and kaslr.bit_length() <= 64
         seen.add((kaslr, rng))

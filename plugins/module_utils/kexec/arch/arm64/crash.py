@@ -25,9 +25,8 @@ __metaclass__ = type
 from ...cmdline import split_cmdline
 from ...core.elf import EM_AARCH64
 from ...crash import CrashSetup
-from ...crash.elfcore import ELF_HEADER, PROGRAM_HEADER, PT_LOAD, build_elfcorehdr, dump_loads, elfcorehdr_size
+from ...crash.elfcore import ELF_HEADER, PROGRAM_HEADER, PT_LOAD, dump_loads, elfcorehdr_size, fill_elfcorehdr
 from ...crash.facts import CrashFacts
-from ...errors import PlanError
 
 #: RHEL's kdump for aarch64 (rhkdump/kdump-utils gen-kdump-sysconfig.sh) appends these among
 #: others (one CPU, devices reset, interrupts polled), the same three as on x86_64, so the kdump
@@ -88,19 +87,11 @@ def prepare(plan, host, cmdline, facts=None):
     the command line without a stale ``elfcorehdr=``, and as ``memory_map`` the ranges that go
     into ``linux,usable-memory-range``.  ``facts`` defaults to CrashFacts.read() of the host."""
     if facts is None:
-        facts = getattr(host, "crash_facts", None) or CrashFacts.read(
-            getattr(host, "sysroot", "/"), getattr(host, "iomem", None), getattr(host, "memory_map", None),
-            kcore_layout=parse_kcore_layout)
+        facts = CrashFacts.of_host(host, kcore_layout=parse_kcore_layout)
     regions = usable_regions(host, plan)
     # Top-down: the kernel wants the 2 MiB aligned bottom of the region.
     hdr = plan.reserve("elfcorehdr", elfcorehdr_size(facts), top_down=True)
     loads = dump_loads(facts, regions)
-    notes = [(a, s) for _cpu, a, s in facts.notes]
-    if facts.vmcoreinfo:
-        notes.append(facts.vmcoreinfo)
-    data = build_elfcorehdr(notes, loads, EM_AARCH64)
-    if len(data) > hdr.memsz:  # elfcorehdr_size() over-counts; this is a loader bug
-        raise PlanError("the ELF core header grew to %d bytes, more than the %d reserved" % (len(data), hdr.memsz))
-    hdr.set_buffer(data)
+    notes = fill_elfcorehdr(hdr, facts, loads, EM_AARCH64)
     full = " ".join(w for w in split_cmdline(cmdline) if not w.startswith("elfcorehdr="))
-    return CrashSetup(full, regions, None, hdr.mem, len(data), loads, notes, list(facts.warnings))
+    return CrashSetup(full, regions, None, hdr.mem, hdr.bufsz, loads, notes, list(facts.warnings))

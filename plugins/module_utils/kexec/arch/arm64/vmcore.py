@@ -27,11 +27,10 @@ __metaclass__ = type
 
 import struct
 
-from ...dump.vmcore import VmcoreError
+from ...dump.vmcore import KernelMemory, VmcoreError
 
 _M64 = (1 << 64) - 1
 _U64 = struct.Struct("<Q")
-_U32 = struct.Struct("<I")
 #: Output address bits of a descriptor (48-bit physical addresses).
 _OA_MASK = ((1 << 48) - 1)
 #: The kernel image is a few tens of MiB; anything this far above _stext is not in it.
@@ -58,7 +57,7 @@ def _release(info):
         return None
 
 
-class Arm64Memory:
+class Arm64Memory(KernelMemory):
     """Kernel virtual addresses of the crashed arm64 kernel, read through an ElfCore."""
 
     def __init__(self, core, info):
@@ -142,19 +141,3 @@ class Arm64Memory:
         if page not in self._pages:
             self._pages[page] = self._walk(page)
         return self._pages[page] | (vaddr & (self.page_size - 1))
-
-    def read(self, vaddr, size):
-        """``size`` bytes at kernel virtual address ``vaddr`` (page by page)."""
-        parts = []
-        while size > 0:
-            take = min(size, self.page_size - (vaddr & (self.page_size - 1)))
-            parts.append(self.core.read_phys(self.vtop(vaddr), take))
-            vaddr += take
-            size -= take
-        return b"".join(parts)
-
-    def u64(self, vaddr):
-        return _U64.unpack(self.read(vaddr, 8))[0]
-
-    def u32(self, vaddr):
-        return _U32.unpack(self.read(vaddr, 4))[0]
