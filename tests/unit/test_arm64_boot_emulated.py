@@ -33,14 +33,14 @@ def kernel():
         pytest.skip(str(err).splitlines()[0])
 
 
-def boot(tmp_path, sysroot, kernel_file, initrd, append, env=None, timeout=180, until=None):
+def boot(tmp_path, sysroot, kernel_file, initrd, append, env=None, timeout=180, until=None, extra=()):
     """Plan with the CLI, load the segments into a fresh virt machine, run it until QEMU exits, the
     console shows ``until`` or ``timeout`` passes; (plan, console, QEMU's exit status or None)."""
     need("qemu-system-aarch64")
     seg_dir = tmp_path / "segments"
     res = subprocess.run([sys.executable, CLI, "plan", "--json", "--method", "classic", "--sysroot", sysroot,
                           "--kernel", kernel_file, "--initrd", initrd, "--append", append,
-                          "--save-segments", str(seg_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          "--save-segments", str(seg_dir)] + list(extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          universal_newlines=True, check=False, env=dict(os.environ, **(env or {})))
     assert res.returncode == 0, res.stderr
     plan = json.loads(res.stdout)
@@ -100,3 +100,23 @@ def test_a_damaged_kernel_never_starts(tmp_path, host, kernel):
                                   env={"FLEETBOOT_TEST_CORRUPT_SEGMENT": "initrd"}, timeout=60, until="refusing to boot")
     assert "fleetboot purgatory: sha256 mismatch in segment 1, refusing to boot" in console
     assert "Linux version" not in console and status is None  # still running when stopped: halted
+
+
+def test_a_capture_kernel_takes_its_core_header_and_memory_from_our_tree(tmp_path, kernel, tmp_path_factory):
+    base = tmp_path_factory.mktemp("crash")
+    crash = (0x60000000, 0x70000000)
+    fdt = booted_dtb(base, qemu_dtb(base, memory_mb=MEMORY_MB, cpus=2), "console=ttyAMA0 crashkernel=256M")
+    sysroot = make_sysroot(base / "host", fdt, ram_size=MEMORY_MB << 20, crash=crash)
+    initrd = tmp_path / "initrd.img"
+    initrd.write_bytes(newc_initrd(4096))
+    plan, console, status = boot(tmp_path, sysroot, kernel.vmlinuz, str(initrd), "console=ttyAMA0 panic=-1",
+                                 extra=["--crash", "--capture-options", ""])
+    hdr = [s for s in plan["segments"] if s["what"] == "elfcorehdr"][0]
+    assert all(crash[0] <= s["mem"] < crash[1] for s in plan["segments"])
+    assert "Kernel command line: console=ttyAMA0 panic=-1" in console, console[-3000:]
+    # linux,elfcorehdr: reserved where we put it (drivers/of/fdt.c fdt_reserve_elfcorehdr()).
+    assert ("at 0x%x for elfcorehdr" % hdr["mem"]) in console and "elfcorehdr is overlapped" not in console
+    # linux,usable-memory-range: the kernel caps its memory to the crash region.
+    memory = [line for line in console.splitlines() if "Memory: " in line and "available" in line]
+    assert memory and int(memory[0].split("/")[1].split("K")[0]) * 1024 == crash[1] - crash[0], memory
+    assert "Kernel panic - not syncing" in console and status == 0

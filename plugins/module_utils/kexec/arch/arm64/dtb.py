@@ -13,7 +13,7 @@ rewrites it (of_kexec_alloc_and_setup_fdt() in drivers/of/kexec.c):
 - what describes the next boot is set: ``bootargs``, ``linux,initrd-start``/``-end`` with a
   reservation for the initrd, a fresh ``kaslr-seed`` (8 bytes) and ``rng-seed`` (128 bytes, the
   kernel's RNG_SEED_SIZE) from the running kernel's RNG; for a capture kernel
-  ``linux,elfcorehdr`` (reserved as well) and ``linux,usable-memory-range``;
+  ``linux,elfcorehdr`` and ``linux,usable-memory-range``;
 - everything else stays: the hardware description, the memory reservation block, and on UEFI
   hosts the ``linux,uefi-system-table`` and ``linux,uefi-mmap-*`` properties through which the
   next kernel finds the EFI memory map and the runtime services.
@@ -119,8 +119,10 @@ def next_tree(running, running_size, cmdline, initrd=None, kaslr_seed=None, rng_
     if rng_seed:
         _fdt.set_rng_seed(tree, rng_seed)
     if elfcorehdr is not None:
+        # No memory reservation for it: every kernel that reads linux,elfcorehdr reserves the
+        # range itself (fdt_reserve_elfcorehdr()), and one already reserved makes 6.1 warn
+        # "elfcorehdr is overlapped" (seen booting Debian's 6.1 from our plan).
         _fdt.set_elfcorehdr(tree, elfcorehdr[0], elfcorehdr[1])
-        tree.reservations.append(tuple(elfcorehdr))
     if usable_memory:
         _fdt.set_usable_memory_range(tree, list(usable_memory))
     return tree, removed
