@@ -144,3 +144,54 @@ def test_a_gzip_image_plans_like_the_image(hosts, debian, initrd, tmp_path):
     strip = [(s["what"], s["mem"], s["memsz"]) for s in gz["segments"]]
     assert strip == [(s["what"], s["mem"], s["memsz"]) for s in raw["segments"]]
     assert gz["segments"][0]["sha256"] == raw["segments"][0]["sha256"]
+
+
+UEFI_STUB_DTS = """/dts-v1/;
+/ {
+    #address-cells = <2>;
+    #size-cells = <2>;
+    chosen {
+        linux,uefi-system-table = <0x0 0xbfed0018>;
+        linux,uefi-mmap-start = <0x0 0xbdbe7018>;
+        linux,uefi-mmap-size = <0x1000>;
+        linux,uefi-mmap-desc-size = <0x30>;
+        linux,uefi-mmap-desc-ver = <0x1>;
+        bootargs = "BOOT_IMAGE=/boot/vmlinuz-6.1.0-54-arm64 root=/dev/vda2 ro";
+        linux,initrd-start = <0x0 0xbc000000>;
+        linux,initrd-end = <0x0 0xbc800000>;
+        kaslr-seed = <0x0 0x0>;
+    };
+};
+"""
+
+
+def test_uefi_acpi_host_keeps_the_efi_properties_and_finds_the_spcr_console(debian, initrd, tmp_path):
+    """An ACPI host booted through UEFI: the EFI stub's tree (no hardware in it, no stdout-path),
+    the EFI memory map reserved inside System RAM, the console in ACPI's SPCR table."""
+    from arm64_sysroot import write  # pylint: disable=import-outside-toplevel
+    (tmp_path / "stub.dts").write_text(UEFI_STUB_DTS)
+    subprocess.run(["dtc", "-I", "dts", "-O", "dtb", "-o", str(tmp_path / "stub.dtb"), str(tmp_path / "stub.dts")],
+                   check=True, stderr=subprocess.DEVNULL)
+    stub = (tmp_path / "stub.dtb").read_bytes()
+    with open(debian[0].config) as f:
+        root = make_sysroot(tmp_path / "uefi", stub, config=f.read(), efi=True,
+                            extra_reserved=[(0xbdbe7000, 0xbdbe9000)])
+    spcr = bytearray(80)
+    spcr[0:4], spcr[36] = b"SPCR", 3
+    struct.pack_into("<BBBBQ", spcr, 40, 0, 32, 0, 3, 0x9000000)
+    write(root, "sys/firmware/acpi/tables/SPCR", bytes(spcr))
+    report = plan(root, debian[1].vmlinuz, initrd, "--save-segments", str(tmp_path / "s"))
+    segs = assert_arm64_rules(report, usable_ram(root))
+    assert not any(s["mem"] < 0xbdbe9000 and 0xbdbe7000 < s["mem"] + s["memsz"] for s in report["segments"])
+    blob = open(segs["dtb"]["file"], "rb").read()
+    for prop, value in (("linux,uefi-system-table", "0 bfed0018"), ("linux,uefi-mmap-start", "0 bdbe7018"),
+                        ("linux,uefi-mmap-size", "1000"), ("linux,uefi-mmap-desc-size", "30"),
+                        ("linux,uefi-mmap-desc-ver", "1")):
+        assert fdtget(blob, tmp_path, prop) == value, prop
+    assert u64_cells(fdtget(blob, tmp_path, "linux,initrd-start")) == segs["initrd"]["mem"]
+    # The purgatory got SPCR's PL011 (kind 1 at 0x9000000): its console words in the linked segment.
+    from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch.arm64 import purgatory as apurg  # noqa
+    purgatory = open(segs["purgatory"]["file"], "rb").read()
+    obj = apurg.load_object()
+    words = [struct.unpack_from("<Q", purgatory, obj.symbol_offset(n))[0] for n in apurg.CONSOLE_SYMBOLS]
+    assert words == [1, 0x9000000, 2, 4]
