@@ -82,6 +82,7 @@ def test_chosen_rewritten_everything_else_kept(running, tmp_path):
     words = ["0x%x" % struct.unpack(">I", bytes(range(i, i + 4)))[0] for i in range(0, 128, 4)]
     assert chosen["rng-seed"] == "<%s>" % " ".join(words)
     assert chosen["stdout-path"] == '"/pl011@9000000"'
+    assert chosen["linux,booted-from-kexec"] == ""  # present, empty (dtc prints no value)
     assert not any(k.startswith(("linux,elfcorehdr", "linux,usable")) for k in chosen)
     # The old initrd's (page-rounded) reservation went, the firmware's stayed, the new initrd is reserved.
     assert memreserve(after) == [(0x7EE00000, 0x100000), (0x50000000, 0x2000123)]

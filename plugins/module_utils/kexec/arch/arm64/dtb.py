@@ -13,7 +13,7 @@ rewrites it (of_kexec_alloc_and_setup_fdt() in drivers/of/kexec.c):
 - what describes the next boot is set: ``bootargs``, ``linux,initrd-start``/``-end`` with a
   reservation for the initrd, a fresh ``kaslr-seed`` (8 bytes) and ``rng-seed`` (128 bytes, the
   kernel's RNG_SEED_SIZE) from the running kernel's RNG; for a capture kernel
-  ``linux,elfcorehdr`` and ``linux,usable-memory-range``;
+  ``linux,elfcorehdr`` and ``linux,usable-memory-range``; and the empty ``linux,booted-from-kexec``;
 - everything else stays: the hardware description, the memory reservation block, and on UEFI
   hosts the ``linux,uefi-system-table`` and ``linux,uefi-mmap-*`` properties through which the
   next kernel finds the EFI memory map and the runtime services.
@@ -125,6 +125,8 @@ def next_tree(running, running_size, cmdline, initrd=None, kaslr_seed=None, rng_
         _fdt.set_elfcorehdr(tree, elfcorehdr[0], elfcorehdr[1])
     if usable_memory:
         _fdt.set_usable_memory_range(tree, list(usable_memory))
+    # An empty flag the kernel's own loader sets (of_kexec_alloc_and_setup_fdt(), since 5.13).
+    chosen.set("linux,booted-from-kexec", b"")
     return tree, removed
 
 
