@@ -42,37 +42,37 @@ def parse_kcore_layout(data):
     """(kernel_text, page_offset) from the start of /proc/kcore (its ELF program headers).
 
     On arm64 /proc/kcore gives a physical address only to RAM in the linear map and to the
-    kernel image (KCORE_RAM, KCORE_TEXT: read_kcore's p_paddr), so among the PT_LOADs with one,
-    the linear map is the offset (vaddr - paddr) most of them share, and the kernel image is the
-    one at another offset, above the linear map.  page_offset is that linear-map offset, so that
-    vaddr = page_offset + paddr for RAM.  Either is None when the headers do not show it.
+    kernel image (KCORE_RAM, KCORE_TEXT: read_kcore's p_paddr); vmalloc, modules and vmemmap have
+    none.  The kernel image lies inside the vmalloc area (since Linux 4.6), so the PT_LOAD with a
+    physical address whose vaddr falls inside one without is the image; the others are the
+    linear map, whose offset (vaddr - paddr) is page_offset: vaddr = page_offset + paddr for RAM
+    (the linear map moves with KASLR too: seen at 0xffff3a9180000000 for 0x40000000 in the lab).
+    Either is None when the headers do not show it.
     """
     if not data or len(data) < ELF_HEADER.size or data[:4] != b"\x7fELF" or data[4] != 2:
         return None, None
     fields = ELF_HEADER.unpack_from(data, 0)
     phoff, phentsize, phnum = fields[5], fields[9], fields[10]
-    loads = []
+    loads, virtual = [], []
     for i in range(phnum):
         off = phoff + i * phentsize
         if phentsize < PROGRAM_HEADER.size or off + PROGRAM_HEADER.size > len(data):
             break
         p_type, _flags, _offset, vaddr, paddr, _filesz, memsz, _align = PROGRAM_HEADER.unpack_from(data, off)
-        if p_type == PT_LOAD and paddr != _INVALID and memsz and vaddr >= 1 << 63:
+        if p_type != PT_LOAD or not memsz or vaddr < 1 << 63:
+            continue
+        if paddr == _INVALID:
+            virtual.append((vaddr, vaddr + memsz))
+        else:
             loads.append((vaddr, paddr, memsz))
-    if not loads:
-        return None, None
-    counts = {}
-    for vaddr, paddr, _size in loads:
-        delta = (vaddr - paddr) & _INVALID
-        counts[delta] = counts.get(delta, 0) + 1
-    linear = max(sorted(counts), key=lambda d: counts[d])
-    top_linear = max(v + s for v, p, s in loads if (v - p) & _INVALID == linear)
-    others = [(v, p, s) for v, p, s in loads if (v - p) & _INVALID != linear and v >= top_linear]
+    images = [ld for ld in loads if any(lo <= ld[0] < hi for lo, hi in virtual)]
+    linear = [ld for ld in loads if ld not in images]
     text = None
-    if others:
-        vaddr, paddr, size = max(others)
+    if len(images) == 1:
+        vaddr, paddr, size = images[0]
         text = {"vaddr": vaddr, "paddr": paddr, "size": size}
-    return text, linear
+    offsets = set((v - p) & _INVALID for v, p, _s in linear)
+    return text, (offsets.pop() if len(offsets) == 1 else None)
 
 
 def usable_regions(host, plan):
