@@ -69,6 +69,27 @@ def test_page_walk_granules_levels_and_blocks(tmp_path, va_bits, granule, leaf):
             mem.vtop(vaddr + 64 * leaf)
 
 
+def test_randomized_linear_map_wraps_phys_offset(tmp_path):
+    """As seen on Debian's 6.1 under QEMU: 0x40000000 at 0xffff3a9180000000 in the linear map."""
+    kernel = ab.Kernel(linear_slide=0x3a9180000000)
+    assert int(kernel.info["NUMBER(PHYS_OFFSET)"], 16) > 1 << 63
+    kernel.mem.put(0x40500000, "Q", 0x77)
+    core, mem = memory(write(tmp_path, kernel))
+    with core:
+        assert mem.vtop(0xffff3a9180500000) == 0x40500000 and mem.u64(0xffff3a9180500000) == 0x77
+
+
+@pytest.mark.parametrize("where", ["direct", "vmalloc"])
+def test_log_with_a_randomized_linear_map(tmp_path, where):
+    kernel = ab.Kernel(linear_slide=0x3a9180000000)
+    ring = vb.Ringbuffer(count_bits=4, size_bits=10)
+    for k in range(5):
+        ring.add(b"slid %d" % k, ts_nsec=k)
+    ring.place(kernel, where=where)
+    log = printk.kernel_log(write(tmp_path, kernel), vmcore_memory)
+    assert [r["text"] for r in log["records"]] == ["slid %d" % k for k in range(5)]
+
+
 def test_pre_5_4_layout_has_the_linear_map_on_top(tmp_path):
     kernel = ab.Kernel(release="4.19.0-27-arm64", stext=False)
     core, mem = memory(write(tmp_path, kernel))

@@ -62,10 +62,12 @@ class Kernel:
     """A synthetic crashed arm64 kernel (same interface as vmcore_builder.Kernel for Ringbuffer)."""
 
     def __init__(self, ram=((0x40000000, 0xA00000),), va_bits=48, granule=4096, slide=0x1200000,
-                 release="6.1.0-test", stext=True):
+                 release="6.1.0-test", stext=True, linear_slide=0):
         self.mem = PhysMemory(ram)
         start, size = ram[0]
-        self.phys_offset = start
+        # KASLR also moves the linear map: RAM's start then sits linear_slide bytes into it, and
+        # PHYS_OFFSET (memstart_addr) is start - linear_slide, modulo 2**64.
+        self.phys_offset = (start - linear_slide) & ((1 << 64) - 1)
         self.page_offset = (1 << 64) - (1 << va_bits)
         self.VMALLOC = KIMAGE_VADDR + 0x10000000
         self.image_phys = start + 0x200000  # the Image 2 MiB into RAM, as a loader puts it
@@ -96,7 +98,7 @@ class Kernel:
 
     def direct_va(self, paddr):
         """The linear map: translated by arithmetic, no tables needed."""
-        return self.page_offset + paddr - self.phys_offset
+        return (self.page_offset + paddr - self.phys_offset) & ((1 << 64) - 1)
 
     def vtop(self, vaddr):
         """Walk our own tables (the builder's, to scatter vmalloc pages)."""

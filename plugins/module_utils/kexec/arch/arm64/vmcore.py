@@ -8,7 +8,7 @@ The arm64 kernel publishes what a reader needs in its VMCOREINFO (arch_crash_sav
 ``NUMBER(TCR_EL1_T1SZ)`` when the kernel's VA size is decided at boot (52-bit builds), and
 ``PAGESIZE``.  Three kinds of address follow:
 
-- the **linear map**: __pa(va) = va - PAGE_OFFSET + PHYS_OFFSET, where the map starts at
+- the **linear map**: __pa(va) = va - PAGE_OFFSET + PHYS_OFFSET (modulo 2**64), where the map starts at
   -(1 << VA_BITS) and spans half the kernel's VA space (Linux 5.4 and later; before, it was the
   upper half);
 - the **kernel image**: __pa_symbol(va) = va - kimage_voffset (the KASLR slide is in it), which
@@ -133,7 +133,9 @@ class Arm64Memory(KernelMemory):
         """Physical address of kernel virtual address ``vaddr``."""
         vaddr &= _M64
         if self.linear[0] <= vaddr < self.linear[1]:
-            return vaddr - self.linear[0] + self.phys_offset
+            # Modulo 2**64: with the linear map randomized (KASLR's memstart_offset_seed) the
+            # kernel's PHYS_OFFSET is RAM's start minus the slide, and wraps below zero.
+            return (vaddr - self.linear[0] + self.phys_offset) & _M64
         if self._pgd is None and self.image is not None and self.image[0] <= vaddr < self.image[1]:
             # No tables to walk: near _stext it can only be the image.
             return self._image_to_phys(vaddr)
