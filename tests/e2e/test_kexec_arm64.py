@@ -77,7 +77,9 @@ def upgrade(fleet, vm, check_efi):
         efi = run(fleet, vm, "test -d /sys/firmware/efi && ls /sys/firmware/efi/efivars | wc -l; "
                              "test -e /sys/firmware/acpi/tables/DSDT && echo acpi")
         assert int(efi.split()[0]) > 0 and efi.split()[-1] == "acpi", efi  # runtime services and ACPI kept
-        assert "EFI stub" not in dmesg  # entered by our purgatory, not through the firmware again
+        # Entered by our purgatory, not through the firmware and the EFI stub again.
+        after = console(vm).split("kexec_core: Starting new kernel")[-1]
+        assert "EFI stub: Booting" not in after and "Linux version " + NEW.split("-arm64")[0] in after
     return plan, dmesg
 
 
