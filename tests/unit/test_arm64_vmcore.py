@@ -2,6 +2,9 @@
 linear map, kernel image (kimage_voffset), page-table walks with 4/16/64 KiB granules, and the
 printk ringbuffer wherever it lives."""
 
+import lzma
+import os
+
 import pytest
 
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch import vmcore_memory
@@ -101,7 +104,7 @@ def test_pre_5_4_layout_has_the_linear_map_on_top(tmp_path):
 def test_52_bit_build_on_a_48_bit_cpu(tmp_path):
     kernel = ab.Kernel()
     kernel.info["NUMBER(VA_BITS)"] = "52"
-    kernel.info["NUMBER(TCR_EL1_T1SZ)"] = "16"
+    kernel.info["NUMBER(TCR_EL1_T1SZ)"] = "0x10"  # as 6.1 prints it (%llx)
     core, mem = memory(write(tmp_path, kernel))
     with core:
         assert mem.va_bits == 48
@@ -128,3 +131,41 @@ def test_the_registry_reads_aarch64_cores_with_this_reader(tmp_path):
     kernel = ab.Kernel()
     with vmcore.ElfCore(write(tmp_path, kernel)) as core:
         assert isinstance(vmcore_memory(core, core.vmcoreinfo()), Arm64Memory)
+
+
+# ---- a real arm64 crash -------------------------------------------------------------------------
+# A lab VM (Debian 6.1.0-56-arm64 on QEMU virt, booted by our loader, crash kernel loaded by it)
+# crashed with sysrq; its /proc/vmcore cut in the capture kernel to the 150 pages the log reader
+# touches (the PT_LOADs keep their physical and virtual addresses), and the serial console's lines
+# from the sysrq to the jump.
+
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "vmcore")
+
+
+@pytest.fixture(scope="module")
+def real_core(tmp_path_factory):
+    path = tmp_path_factory.mktemp("real") / "debian-6.1.0-56-arm64-sysrq.core"
+    with lzma.open(os.path.join(FIXTURES, "debian-6.1.0-56-arm64-sysrq.core.xz")) as f:
+        path.write_bytes(f.read())
+    return str(path)
+
+
+def test_real_arm64_crash_log_matches_the_console(real_core):
+    log = printk.kernel_log(real_core, vmcore_memory)
+    lines = log["dmesg"].splitlines()
+    with open(os.path.join(FIXTURES, "debian-6.1.0-56-arm64-sysrq.console.txt"), encoding="utf-8") as f:
+        console = f.read().splitlines()
+    assert log["osrelease"] == "6.1.0-56-arm64" and len(log["records"]) == 376
+    assert lines[1].startswith("[    0.000000] Linux version 6.1.0-56-arm64")
+    assert lines[-len(console):] == console
+    assert console[0] == "[   62.250482] sysrq: Trigger a crash"
+
+
+def test_real_arm64_dump_translations_agree(real_core):
+    with vmcore.ElfCore(real_core) as core:
+        info = core.vmcoreinfo()
+        mem = Arm64Memory(core, info)
+        # KASLR moved the linear map too: PHYS_OFFSET wrapped below zero, T1SZ printed in hex.
+        assert mem.phys_offset == 0xffffad23c0000000 and mem.va_bits == 48
+        prb = info.symbol("prb")
+        assert mem._walk(prb) == mem.vtop(prb) == (prb - mem.kimage_voffset) & ((1 << 64) - 1) == 0x41ce8750

@@ -39,10 +39,15 @@ _IMAGE_BEFORE_STEXT = 2 << 20
 
 
 def _entry(info, key, base):
+    """A number of the note; "0x..." is hexadecimal whatever ``base`` (6.1 prints
+    NUMBER(TCR_EL1_T1SZ)=0x10 with %llx, seen in a lab dump)."""
     if key not in info.entries:
         raise VmcoreError("the crashed kernel's VMCOREINFO lacks %s" % key)
+    text = info.entries[key]
+    if text[:2].lower() == "0x":
+        base = 16
     try:
-        return int(info.entries[key], base) & _M64
+        return int(text, base) & _M64
     except ValueError:
         raise VmcoreError("VMCOREINFO %s=%r is not a number" % (key, info.entries[key]))
 
