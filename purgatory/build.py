@@ -92,6 +92,23 @@ TARGETS = {
                      10: "R_X86_64_32", 11: "R_X86_64_32S"},
         symbols={"purgatory_start": None, "fleetboot_kernel_entry": 8, "fleetboot_boot_params": 8},
         sources=["entry.S", "console.c"]),
+    # MMU off in purgatory: every access is to Device memory, so nothing may be unaligned
+    # (-mstrict-align) and no atomics helpers may be called (-mno-outline-atomics).
+    "arm64": Target(
+        "arm64", cc="aarch64-linux-gnu-gcc", ld="aarch64-linux-gnu-ld",
+        cflags=["-fno-PIC", "-fno-PIE", "-mcmodel=small", "-mgeneral-regs-only", "-mstrict-align",
+                "-mno-outline-atomics", "-mbranch-protection=none"],
+        e_machine="EM_AARCH64",
+        relocations={257: "R_AARCH64_ABS64", 261: "R_AARCH64_PREL32", 274: "R_AARCH64_ADR_PREL_LO21",
+                     275: "R_AARCH64_ADR_PREL_PG_HI21", 277: "R_AARCH64_ADD_ABS_LO12_NC",
+                     278: "R_AARCH64_LDST8_ABS_LO12_NC", 280: "R_AARCH64_CONDBR19", 282: "R_AARCH64_JUMP26",
+                     283: "R_AARCH64_CALL26", 284: "R_AARCH64_LDST16_ABS_LO12_NC",
+                     285: "R_AARCH64_LDST32_ABS_LO12_NC", 286: "R_AARCH64_LDST64_ABS_LO12_NC",
+                     299: "R_AARCH64_LDST128_ABS_LO12_NC"},
+        symbols={"purgatory_start": None, "fleetboot_kernel_entry": 8, "fleetboot_dtb": 8,
+                 "fleetboot_console_kind": 8, "fleetboot_console_base": 8, "fleetboot_console_shift": 8,
+                 "fleetboot_console_width": 8},
+        sources=["entry.S", "console.c"]),
 }
 
 # Symbols an older loader wrote that must be gone: a loader built for one layout must never

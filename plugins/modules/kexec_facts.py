@@ -39,7 +39,7 @@ options: {}
 notes:
   - Root is needed because the kernel hides the addresses in C(/proc/iomem) from other users; the
     module fails saying so.
-  - Only Linux hosts; the loader behind it plans loads for x86_64.
+  - Only Linux hosts; the loader behind it plans loads for x86_64 and arm64 (aarch64).
 seealso:
   - module: fleetboot.kexec.kexec_load
   - module: fleetboot.kexec.kexec_reboot

@@ -42,7 +42,8 @@ options:
   kernel:
     description:
       - Path of the kernel image on the host (an x86 bzImage such as C(/boot/vmlinuz-6.1.0-56-amd64),
-        or an ELF vmlinux).
+        or an ELF vmlinux; on arm64 the Image, bare or with its EFI stub such as
+        C(/boot/vmlinuz-6.1.0-56-arm64), an Image.gz or an EFI zboot image).
       - Required with O(state=loaded).
     type: path
   initrd:

@@ -152,11 +152,21 @@ def run_kdump_story(fleet, tmp_path, method, disable_round=False):
         # The crash run below turns it on again: the memory is still reserved, so without a reboot.
 
     # The real thing: sysrq crash, capture kernel, vmcore saved, firmware reboot, host back.
+    result = crash_and_check_dump(fleet, tmp_path, args, iomem, region, pid,
+                                  low_reserved=LOW_RESERVED if method == "file" else 0)
+    if disable_round:
+        assert re.search(r"Reboot by kexec to reserve the memory\] \**\nskipping", result["out"]), result["out"]
+    return result
+
+
+def crash_and_check_dump(fleet, tmp_path, args, iomem, region, pid, low_reserved=0):
+    """Crash the VM through the role's kdump_test, and check what the capture kernel saved: one
+    new dump, its dmesg.txt with the sysrq line, and an ELF header whose PT_LOADs cover the RAM
+    /proc/iomem showed outside the crash region (from ``low_reserved`` up: x86's kexec_file_load
+    leaves the low 1 MiB out, Linux 5.13+ reserves it)."""
     dumps_before = sh(fleet, "ls /var/crash 2>/dev/null || true").split()
     rc, out = playbook(fleet, *(args + ["-e", "kdump_test=true"]))
     assert rc == 0, out
-    if disable_round:
-        assert re.search(r"Reboot by kexec to reserve the memory\] \**\nskipping", out), out
     assert fleet.vm(VM).firmware_reset_count() == 1 and fleet.vm(VM).pid == pid, "the capture kernel reboots through the firmware"
     assert "/proc/vmcore" not in sh(fleet, "ls /proc/vmcore 2>/dev/null || true")
     dumps = [d for d in sh(fleet, "ls /var/crash").split() if d not in dumps_before]
@@ -170,11 +180,7 @@ def run_kdump_story(fleet, tmp_path, method, disable_round=False):
     local = tmp_path / "vmcore.head"
     local.write_bytes(base64.b64decode(head))
     loads, listing = readelf_loads(str(local))
-    ram = union(system_ram_outside(iomem, region))
-    if method == "file":
-        # kexec_file_load's header is the kernel's: x86 Linux 5.13+ always reserves the low 1 MiB
-        # and leaves it out of the dump (seen in the lab: its first RAM PT_LOAD is at 0x100000).
-        ram = [(max(s, LOW_RESERVED), e) for s, e in ram if e > LOW_RESERVED]
+    ram = [(max(s, low_reserved), e) for s, e in union(system_ram_outside(iomem, region)) if e > low_reserved]
     covered = union((p, p + n) for p, n in loads)
     for start, end in ram:
         assert any(s <= start and end <= e for s, e in covered), (hex(start), hex(end), listing)

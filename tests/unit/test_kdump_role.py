@@ -42,10 +42,19 @@ def test_every_variable_the_role_reads_is_a_default():
     assert used <= set(_yaml("defaults", "main.yml")), sorted(used - set(_yaml("defaults", "main.yml")))
 
 
-def test_crashkernel_table_is_sorted_and_starts_at_one_gib():
-    table = _yaml("defaults", "main.yml")["kdump_crashkernel_table"]
-    assert [row["min_ram_mb"] for row in table] == sorted(row["min_ram_mb"] for row in table)
-    assert table[0] == {"min_ram_mb": 1024, "crashkernel": "256M"}
+def test_crashkernel_tables_are_sorted_and_start_at_one_gib():
+    defaults = _yaml("defaults", "main.yml")
+    assert defaults["kdump_crashkernel_table"] == []  # empty: the architecture's rows
+    tables = defaults["kdump_crashkernel_tables"]
+    for table in tables.values():
+        assert [row["min_ram_mb"] for row in table] == sorted(row["min_ram_mb"] for row in table)
+    assert tables["x86_64"][0] == {"min_ram_mb": 1024, "crashkernel": "256M"}
+    # arm64 needs more than x86_64 for the same RAM, in every row.
+    x86, arm = tables["x86_64"], tables["aarch64"]
+    assert [r["min_ram_mb"] for r in x86] == [r["min_ram_mb"] for r in arm]
+    assert all(int(a["crashkernel"][:-1]) > int(x["crashkernel"][:-1]) for x, a in zip(x86, arm))
+    specs = _yaml("meta", "argument_specs.yml")["argument_specs"]["main"]["options"]
+    assert specs["kdump_crashkernel_tables"]["default"] == tables and specs["kdump_crashkernel_table"]["default"] == []
 
 
 def test_units_run_where_they_belong():

@@ -128,6 +128,18 @@ class Kernel:
     def vmcoreinfo(self):
         return "".join("%s=%s\n" % kv for kv in self.info.items()).encode()
 
+    # Where Ringbuffer.place() puts things in the virtual address space (an arm64 kernel in
+    # vmcore_builder_arm64.py answers these its own way).
+    VMALLOC = 0xffffc90000000000
+
+    def direct_va(self, paddr):
+        """The direct-map address of ``paddr`` (mapped with 1 GiB pages)."""
+        self.pt.map(0xffff888000000000, 0, 1 << 30, 1 << 30)
+        return 0xffff888000000000 + paddr
+
+    def vtop(self, vaddr):
+        return _vtop(self, vaddr)
+
 
 class Record:
     def __init__(self, desc_id, seq, text, ts_nsec, caller_id):
@@ -232,19 +244,18 @@ class Ringbuffer:
             npages = (total + 4095) // 4096
             if where == "huge":
                 base_p = kernel.alloc.pages(512, align=2 << 20)
-                base_v = 0xffffc90000200000
+                base_v = kernel.VMALLOC + 0x200000
                 kernel.pt.map(base_v, base_p, 2 << 20, 2 << 20)
             elif where == "vmalloc":
                 # Scatter the pages in reverse so a reader assuming contiguity fails.
                 pages = [kernel.alloc.pages() for dummy in range(npages)][::-1]
-                base_v = 0xffffc90000010000
+                base_v = kernel.VMALLOC + 0x10000
                 for k, page in enumerate(pages):
                     kernel.pt.map_page(base_v + k * 4096, page)
                 base_p = None
             else:
                 base_p = kernel.alloc.pages(npages)
-                base_v = 0xffff888000000000 + base_p
-                kernel.pt.map(0xffff888000000000, 0, 1 << 30, 1 << 30)
+                base_v = kernel.direct_va(base_p)
         buf = bytearray(total)
         for index in range(self.count):
             rec = self.slots.get(index)
@@ -263,7 +274,7 @@ class Ringbuffer:
         buf[self.count * (desc_size + info_size):] = self.data
         if base_p is None:
             for k in range(0, total, 4096):
-                mem.write(_vtop(kernel, base_v + k), bytes(buf[k:k + 4096]))
+                mem.write(kernel.vtop(base_v + k), bytes(buf[k:k + 4096]))
         else:
             mem.write(base_p, bytes(buf))
         descs, infos, data = base_v, base_v + self.count * desc_size, base_v + self.count * (desc_size + info_size)

@@ -45,7 +45,7 @@ def _parser():
     common.add_argument("--json", action="store_true", help="print the result as JSON")
 
     image = argparse.ArgumentParser(add_help=False)
-    image.add_argument("--kernel", required=True, metavar="FILE", help="kernel image (bzImage)")
+    image.add_argument("--kernel", required=True, metavar="FILE", help="kernel image (x86: bzImage; arm64: Image, Image.gz or EFI zboot)")
     image.add_argument("--initrd", metavar="FILE", help="initial ramdisk")
     image.add_argument("--append", default="", metavar="CMDLINE",
                        help="kernel command line (added after --reuse-cmdline's)")

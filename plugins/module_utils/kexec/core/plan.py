@@ -216,11 +216,15 @@ class Plan:
             hint = "; boot with a larger crashkernel= reservation" if self.kind == "crash" else ""
             raise PlanError("segment %r (%#x bytes) does not fit%s: %s%s" % (what, memsz, where, exc, hint))
 
-    def add_segment(self, what, buf, memsz=None, align=PAGE_SIZE, min_addr=0, max_addr=None, top_down=False):
+    def add_segment(self, what, buf, memsz=None, align=PAGE_SIZE, min_addr=0, max_addr=None, top_down=False,
+                    offset=0):
         """Place ``buf`` now in a free RAM hole and return its Segment (kexec-tools add_buffer).
 
         ``memsz`` defaults to the buffer's size and is rounded up to the host's page; ``align`` is
         at least a page; ``max_addr`` is the highest address the last byte may take (inclusive).
+        ``offset`` (a page multiple) starts the segment that many bytes above an ``align``-aligned
+        base, for boot protocols that load an image at a fixed offset from an aligned base; the
+        bytes between base and segment are free RAM too, but not part of the segment.
         """
         bufsz = _buffer_view(buf).nbytes
         if memsz is None:
@@ -229,7 +233,11 @@ class Plan:
             raise PlanError("segment %r: buffer of %#x bytes is larger than its memsz %#x; pass memsz >= the buffer size" % (what, bufsz, memsz))
         if memsz == 0:
             raise PlanError("segment %r is empty; an empty file was probably given" % (what,))
-        mem, memsz = self._place(what, memsz, align, min_addr, max_addr, top_down)
+        if offset % self.page_size:
+            raise PlanError("segment %r: offset %#x from its base is not a multiple of the page size %#x"
+                            % (what, offset, self.page_size))
+        base, size = self._place(what, memsz + offset, align, min_addr, max_addr, top_down)
+        mem, memsz = base + offset, size - offset
         seg = Segment(what, buf, mem, memsz)
         self.segments.append(seg)
         return seg

@@ -19,7 +19,7 @@ __metaclass__ = type
 import struct
 
 from ..core.memmap import subtract
-from ..errors import HostError
+from ..errors import HostError, PlanError
 
 ELF_HEADER = struct.Struct("<16sHHIQQQIHHHHHH")
 PROGRAM_HEADER = struct.Struct("<IIQQQQQQ")
@@ -92,3 +92,16 @@ def build_elfcorehdr(notes, loads, machine):
     header = ELF_HEADER.pack(ident, ET_CORE, machine, 1, 0, ELF_HEADER.size, 0, 0, ELF_HEADER.size,
                              PROGRAM_HEADER.size, len(phdrs), 0, 0, 0)
     return header + b"".join(phdrs)
+
+
+def fill_elfcorehdr(segment, facts, loads, machine):
+    """Build the header for ``facts`` and ``loads`` (e_machine ``machine``) into ``segment``, a
+    reservation of elfcorehdr_size(facts) bytes; returns the PT_NOTE (address, size) list."""
+    notes = [(a, s) for _cpu, a, s in facts.notes]
+    if facts.vmcoreinfo:
+        notes.append(facts.vmcoreinfo)
+    data = build_elfcorehdr(notes, loads, machine)
+    if len(data) > segment.memsz:  # elfcorehdr_size() over-counts; this is a loader bug
+        raise PlanError("the ELF core header grew to %d bytes, more than the %d reserved" % (len(data), segment.memsz))
+    segment.set_buffer(data)
+    return notes

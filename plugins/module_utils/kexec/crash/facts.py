@@ -146,6 +146,13 @@ class CrashFacts:
             raise HostError("no System RAM to dump: /proc/iomem lists none under %s" % tree.root)
         return cls(notes, vmcoreinfo, text, page_offset, ram, warnings)
 
+    @classmethod
+    def of_host(cls, host, kcore_layout=None):
+        """The facts a test set on ``host`` (Host.crash_facts), else read from its sysroot."""
+        return getattr(host, "crash_facts", None) or cls.read(
+            getattr(host, "sysroot", "/"), getattr(host, "iomem", None), getattr(host, "memory_map", None),
+            kcore_layout=kcore_layout)
+
     def to_dict(self):
         return {"notes": [{"cpu": c, "addr": a, "size": s} for c, a, s in self.notes],
                 "vmcoreinfo": None if self.vmcoreinfo is None else {"addr": self.vmcoreinfo[0], "size": self.vmcoreinfo[1]},

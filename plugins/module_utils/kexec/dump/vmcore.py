@@ -232,3 +232,37 @@ class ElfCore:
             paddr += take
             size -= take
         return b"".join(parts)
+
+
+class KernelMemory:
+    """Reads of a crashed kernel's virtual memory, page by page (mappings need not be contiguous).
+
+    An architecture's reader (arch/<arch>/) subclasses it with ``vtop(vaddr)`` and sets ``core``
+    (the ElfCore) and ``page_size`` (its translation granule).
+    """
+
+    core = None
+    page_size = 4096
+
+    def vtop(self, vaddr):
+        """Physical address of kernel virtual address ``vaddr``."""
+        raise NotImplementedError
+
+    def read(self, vaddr, size):
+        """``size`` bytes at kernel virtual address ``vaddr``."""
+        parts = []
+        mask = self.page_size - 1
+        while size > 0:
+            take = min(size, self.page_size - (vaddr & mask))
+            parts.append(self.core.read_phys(self.vtop(vaddr), take))
+            vaddr += take
+            size -= take
+        return b"".join(parts)
+
+    def u64(self, vaddr):
+        """An unsigned 64-bit value (a pointer or an unsigned long) at ``vaddr``."""
+        return _U64.unpack(self.read(vaddr, 8))[0]
+
+    def u32(self, vaddr):
+        """An unsigned 32-bit value at ``vaddr``."""
+        return struct.unpack("<I", self.read(vaddr, 4))[0]

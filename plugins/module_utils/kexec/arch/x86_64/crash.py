@@ -25,9 +25,8 @@ from ...cmdline import split_cmdline
 from ...core.elf import EM_X86_64
 from ...core.memmap import RAM, Range, align_up, subtract
 from ...crash import CrashSetup
-from ...crash.elfcore import ELF_HEADER, PROGRAM_HEADER, PT_LOAD, build_elfcorehdr, dump_loads, elfcorehdr_size
+from ...crash.elfcore import ELF_HEADER, PROGRAM_HEADER, PT_LOAD, dump_loads, elfcorehdr_size, fill_elfcorehdr
 from ...crash.facts import CrashFacts
-from ...errors import PlanError
 
 #: Default options for a capture kernel's command line (configurable everywhere).
 DEFAULT_CAPTURE_OPTIONS = "irqpoll nr_cpus=1 reset_devices"
@@ -98,9 +97,7 @@ def prepare(plan, host, cmdline, facts=None):
     and return the CrashSetup: the command line with ``elfcorehdr=`` and the capture memory map
     the image's boot_params must carry.  ``facts`` defaults to CrashFacts.read() of the host."""
     if facts is None:
-        facts = getattr(host, "crash_facts", None) or CrashFacts.read(
-            getattr(host, "sysroot", "/"), getattr(host, "iomem", None), getattr(host, "memory_map", None),
-            kcore_layout=parse_kcore_layout)
+        facts = CrashFacts.of_host(host, kcore_layout=parse_kcore_layout)
     crash_regions = list(getattr(host, "crash_regions", None) or [plan.crash_region])
     if plan.crash_region not in crash_regions:
         crash_regions.append(plan.crash_region)
@@ -115,17 +112,11 @@ def prepare(plan, host, cmdline, facts=None):
     size = elfcorehdr_size(facts)
     hdr = plan.reserve("elfcorehdr", size, top_down=False)
     loads = dump_loads(facts, crash_regions, backup)
-    notes = [(a, s) for dummy_cpu, a, s in facts.notes]
-    if facts.vmcoreinfo:
-        notes.append(facts.vmcoreinfo)
-    data = build_elfcorehdr(notes, loads, EM_X86_64)
-    if len(data) > hdr.memsz:  # elfcorehdr_size() over-counts; this is a loader bug
-        raise PlanError("the ELF core header grew to %d bytes, more than the %d reserved" % (len(data), hdr.memsz))
-    hdr.set_buffer(data)
+    notes = fill_elfcorehdr(hdr, facts, loads, EM_X86_64)
     reserved = [(hdr.mem, hdr.mem + hdr.memsz)]
     if backup:
         reserved.append((backup[1], backup[1] + align_up(backup[2], plan.page_size)))
     memory_map = capture_memory_map(host.memory_map, crash_regions, span, reserved)
     full = " ".join(w for w in split_cmdline(cmdline) if not w.startswith("elfcorehdr="))
     full = (full + " elfcorehdr=%#x" % hdr.mem).strip()
-    return CrashSetup(full, memory_map, backup, hdr.mem, len(data), loads, notes, list(facts.warnings))
+    return CrashSetup(full, memory_map, backup, hdr.mem, hdr.bufsz, loads, notes, list(facts.warnings))
