@@ -56,6 +56,8 @@ for f in \
     /sys/firmware/efi/runtime \
     /sys/firmware/efi/config_table \
     /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-e0b98c3b0e8c \
+    /proc/device-tree/chosen/linux,crashkernel-base \
+    /proc/device-tree/chosen/linux,crashkernel-size \
     "/boot/config-$(uname -r)"
 do
     copy "$f"
@@ -86,6 +88,13 @@ if [ -r /proc/kcore ]; then
     mkdir -p "$T/proc"
     head -c 16384 /proc/kcore > "$T/proc/kcore" 2>/dev/null || rm -f "$T/proc/kcore"
 fi
+# ppc64: the whole live device tree, which the loader flattens for the next kernel.
+case "$(uname -m)" in
+ppc64*)
+    mkdir -p "$T/proc/device-tree"
+    cp -r /proc/device-tree/. "$T/proc/device-tree/"
+    ;;
+esac
 uname -m > "$T/machine"
 getconf PAGESIZE > "$T/pagesize"
 tar -C "$T" -cf - .
