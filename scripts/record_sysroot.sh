@@ -88,13 +88,6 @@ if [ -r /proc/kcore ]; then
     mkdir -p "$T/proc"
     head -c 16384 /proc/kcore > "$T/proc/kcore" 2>/dev/null || rm -f "$T/proc/kcore"
 fi
-# ppc64: the whole live device tree, which the loader flattens for the next kernel.
-case "$(uname -m)" in
-ppc64*)
-    mkdir -p "$T/proc/device-tree"
-    cp -r /proc/device-tree/. "$T/proc/device-tree/"
-    ;;
-esac
 uname -m > "$T/machine"
 getconf PAGESIZE > "$T/pagesize"
 tar -C "$T" -cf - .
