@@ -167,11 +167,15 @@ def drconf_tree(version):
     return tree
 
 
-def decode_drconf_usable(value, lmbs):
-    """linux,drconf-usable-memory as early_init_drmem_lmb() reads it: per LMB a u64 count, then
-    that many (u64 base, u64 size) pairs."""
+def decode_drconf_usable(value, flags):
+    """linux,drconf-usable-memory as early_init_drmem_lmb() reads it: for each LMB (``flags``, in
+    order) that is assigned (0x8) and not reserved (0x80) a u64 count, then that many (u64 base,
+    u64 size) pairs; the others are skipped without reading anything."""
     out, at = [], 0
-    for dummy in range(lmbs):
+    for flag in flags:
+        if flag & 0x80 or not flag & 0x8:
+            out.append(None)
+            continue
         (count,) = struct.unpack_from(">Q", value, at)
         at += 8
         pairs = [struct.unpack_from(">QQ", value, at + 16 * i) for i in range(count)]
@@ -188,7 +192,8 @@ def test_dynamic_reconfiguration_memory_gets_per_lmb_usable_ranges(version):
     # The capture kernel may use the first 1 GiB and [2.5 GiB, 2.75 GiB) (as if RTAS lived there).
     pdt.set_usable_memory(tree, [(0, 1024 * MiB), (2560 * MiB + 16 * MiB, 2560 * MiB + 32 * MiB)])
     value = tree.node("/" + pdt.DRCONF_NODE).prop("linux,drconf-usable-memory").value
-    assert decode_drconf_usable(value, 4) == [[], [], [(2576 * MiB, 16 * MiB)], []]
+    # LMBs: unassigned, assigned (nothing usable), assigned (16 MiB usable), assigned but reserved.
+    assert decode_drconf_usable(value, [0, 0x8, 0x8, 0x88]) == [None, [], [(2576 * MiB, 16 * MiB)], None]
     assert tree.node("/memory@0").prop("linux,usable-memory").value == struct.pack(">QQ", 0, 1024 * MiB)
 
 

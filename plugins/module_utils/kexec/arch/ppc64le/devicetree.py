@@ -108,9 +108,13 @@ def set_usable_memory(tree, usable):
         raise HostError("/%s has no ibm,lmb-size; the device tree is not what pseries firmware gives" % DRCONF_NODE)
     size = lmb_size.number()
     out = bytearray()
-    for base, _flags in lmbs(drconf, acells):
-        # One counter per LMB, then that many (base, size) pairs: what kdump_setup_usable_lmb()
-        # writes for every LMB walk_drmem_lmbs() visits.
+    for base, flags in lmbs(drconf, acells):
+        # A counter, then that many (base, size) pairs, for each LMB the capture kernel's
+        # early_init_drmem_lmb() reads them for: it skips reserved and unassigned LMBs *before*
+        # reading, so they get no entry (kexec-tools and kdump_setup_usable_lmb() write one for
+        # every LMB, which misaligns the list when such an LMB precedes an assigned one).
+        if flags & DRCONF_MEM_RESERVED or not flags & DRCONF_MEM_ASSIGNED:
+            continue
         pairs = _usable_pairs(base, base + size, usable)
         out += len(pairs).to_bytes(4 * scells, "big")
         out += _fdt.encode_ranges("linux,drconf-usable-memory", pairs, acells, scells)
