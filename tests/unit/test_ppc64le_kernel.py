@@ -73,6 +73,16 @@ def test_debian_kernels_are_relocatable_elf_with_run0(ppc_kernels, version):
     assert k.config_value("PPC_64K_PAGES" if version.startswith("6.1.0") else "PPC_4K_PAGES") == "y"
 
 
+def test_signature_and_file_load_checks(ppc_kernels):
+    buf = mapped(ppc_kernels["6.1.0-56-powerpc64le"].vmlinuz)
+    assert not ek.Ppc64Kernel.signed(buf)  # Debian's ppc64el kernels are not signed
+    assert ek.Ppc64Kernel.signed(bytes(buf[:4096]) + b"sig" + ek.SIGNATURE_MARKER)
+    lockdown = Host(arch="ppc64le", lockdown="integrity")
+    with pytest.raises(ImageFormatError, match="carries no signature"):
+        ARCH.check_file_load(ek.Ppc64Kernel, buf, lockdown)
+    ARCH.check_file_load(ek.Ppc64Kernel, buf, Host(arch="ppc64le", lockdown="none"))
+
+
 def test_other_files_are_not_ppc64_kernels(ppc_kernels, tmp_path):
     amd64 = kernel_package("6.1.0-56-amd64")
     with pytest.raises(ImageFormatError, match="ppc64le kernels are ELF files"):

@@ -36,6 +36,8 @@ RUN_AT_LOAD_MAGIC = 0x72756E30  # "run0": relocate to 0 unless a loader says oth
 HEAD_SIZE = 0x100
 #: The kernel's virtual base (PAGE_OFFSET / KERNELBASE of Book3S-64).
 KERNELBASE = 0xC000000000000000
+#: What ends a kernel image signed the way ppc64's kexec_file_load verifies (sign-file's trailer).
+SIGNATURE_MARKER = b"~Module signature appended~\n"
 DT_NULL = 0
 DT_RELA = 7
 DT_RELASZ = 8
@@ -51,6 +53,13 @@ class Ppc64Kernel:
         self.buf = buf
         self.elf = elf
         self.load_header = load
+
+    @staticmethod
+    def signed(buf):
+        """True when the file ends with an appended signature (the module-signature format the
+        powerpc kexec_file_load checks under secure boot, arch_kexec_kernel_verify_sig())."""
+        tail = bytes(memoryview(buf)[-len(SIGNATURE_MARKER):]) if len(buf) >= len(SIGNATURE_MARKER) else b""
+        return tail == SIGNATURE_MARKER
 
     @staticmethod
     def probe(buf):
