@@ -34,6 +34,15 @@ def qemu_dtb(memory_mib=2048, cpus=2, extra=()):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def qemu_dtb_or_skip():
+    """qemu_dtb(), or skip the test where qemu-system-ppc64 is missing (make deps installs it)."""
+    import pytest
+    blob = qemu_dtb()
+    if blob is None:
+        pytest.skip("qemu-system-ppc64 is not installed (make deps)")
+    return blob
+
+
 def write_tree(tree, directory):
     """Unflatten ``tree`` (a core.fdt.DeviceTree) into a /proc/device-tree-like directory,
     adding the ``name`` property the kernel shows on every node."""

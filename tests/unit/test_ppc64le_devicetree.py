@@ -26,10 +26,7 @@ SEED = bytes(range(64))
 
 @pytest.fixture(scope="module")
 def dtb():
-    blob = ppc64le_host.qemu_dtb()
-    if blob is None:
-        pytest.skip("qemu-system-ppc64 is not installed (make deps)")
-    return blob
+    return ppc64le_host.qemu_dtb_or_skip()
 
 
 def sysroot(tmp_path_factory, dtb, crash=None, name="pseries"):

@@ -40,10 +40,7 @@ def mapped(path):
 
 @pytest.fixture(scope="module")
 def dtb():
-    blob = ppc64le_host.qemu_dtb()
-    if blob is None:
-        pytest.skip("qemu-system-ppc64 is not installed (make deps)")
-    return blob
+    return ppc64le_host.qemu_dtb_or_skip()
 
 
 @pytest.fixture(scope="module")

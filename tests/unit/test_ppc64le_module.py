@@ -29,9 +29,7 @@ def kernel():
 
 @pytest.fixture
 def sysroot(tmp_path, kernel):
-    dtb = ppc64le_host.qemu_dtb()
-    if dtb is None:
-        pytest.skip("qemu-system-ppc64 is not installed (make deps)")
+    dtb = ppc64le_host.qemu_dtb_or_skip()
     root = ppc64le_host.make_sysroot(str(tmp_path / "pseries"), dtb, VERSION, config=kernel.config,
                                      crash=(512 * MiB, 384 * MiB))
     set_boot_id(root, "3b1c3e5f-2b4d-4f6a-9c8e-1d3f5a7b9c0e")

@@ -3,7 +3,6 @@ our linker against GNU ld for powerpc64le, and what the linked segment carries."
 
 import hashlib
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.core import 
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors import PurgatoryError
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.purgatory import regions
 
+from tests.unit.test_purgatory import need
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOC = 0x2000_8000
 
@@ -25,11 +26,6 @@ TOC = 0x2000_8000
 @pytest.fixture(scope="module")
 def obj():
     return ppurg.load_object()
-
-
-def need(tool):
-    if not shutil.which(tool):
-        pytest.skip("%s is not installed" % tool)
 
 
 def patched(rtype, s, a, p, word=0, toc=TOC):

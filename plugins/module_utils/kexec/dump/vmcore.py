@@ -46,6 +46,36 @@ _PHDR = struct.Struct("<IIQQQQQQ")
 _U64 = struct.Struct("<Q")
 
 
+class KernelMemory:
+    """Reads of a crashed kernel's virtual memory through an architecture's ``vtop()``, a page at
+    a time (consecutive virtual pages need not be consecutive physical ones); subclasses set
+    ``core`` (an ElfCore), ``page_size`` and ``vtop``."""
+
+    core = None
+    page_size = 4096
+
+    def vtop(self, vaddr):
+        raise NotImplementedError
+
+    def read(self, vaddr, size):
+        """``size`` bytes at kernel virtual address ``vaddr``."""
+        parts = []
+        while size > 0:
+            take = min(size, self.page_size - (vaddr % self.page_size))
+            parts.append(self.core.read_phys(self.vtop(vaddr), take))
+            vaddr += take
+            size -= take
+        return b"".join(parts)
+
+    def u64(self, vaddr):
+        """An unsigned 64-bit value (a pointer or an unsigned long) at ``vaddr``."""
+        return _U64.unpack(self.read(vaddr, 8))[0]
+
+    def u32(self, vaddr):
+        """An unsigned 32-bit value at ``vaddr``."""
+        return struct.unpack("<I", self.read(vaddr, 4))[0]
+
+
 def parse_vmcoreinfo(text):
     """``KEY=VALUE`` lines (str or bytes) -> dict of str; lines without ``=`` are ignored."""
     if isinstance(text, bytes):

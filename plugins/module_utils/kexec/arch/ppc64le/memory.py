@@ -13,19 +13,15 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import struct
-
-from ...dump.vmcore import VmcoreError
+from ...dump.vmcore import KernelMemory, VmcoreError
 from .elf_kernel import KERNELBASE
 
 #: The default page size of the Debian and most distribution ppc64le kernels, when the note is silent.
 DEFAULT_PAGE_SIZE = 65536
 _M64 = (1 << 64) - 1
-_U64 = struct.Struct("<Q")
-_U32 = struct.Struct("<I")
 
 
-class Ppc64Memory:
+class Ppc64Memory(KernelMemory):
     """Linear-map reads from an ElfCore; ``page_size`` is the crashed kernel's (VMCOREINFO PAGESIZE)."""
 
     def __init__(self, core, info):
@@ -46,19 +42,3 @@ class Ppc64Memory:
             raise VmcoreError("virtual address %#x is outside the crashed kernel's linear map (%#x-%#x); only "
                               "linear-map addresses are read from ppc64 dumps" % (vaddr, KERNELBASE, self.linear_end))
         return vaddr - KERNELBASE
-
-    def read(self, vaddr, size):
-        """``size`` bytes at kernel virtual address ``vaddr``, a page at a time."""
-        parts = []
-        while size > 0:
-            take = min(size, self.page_size - (vaddr % self.page_size))
-            parts.append(self.core.read_phys(self.vtop(vaddr), take))
-            vaddr += take
-            size -= take
-        return b"".join(parts)
-
-    def u64(self, vaddr):
-        return _U64.unpack(self.read(vaddr, 8))[0]
-
-    def u32(self, vaddr):
-        return _U32.unpack(self.read(vaddr, 4))[0]

@@ -9,7 +9,7 @@ __metaclass__ = type
 
 import struct
 
-from ...dump.vmcore import VmcoreError
+from ...dump.vmcore import KernelMemory, VmcoreError
 
 START_KERNEL_MAP = 0xffffffff80000000
 DEFAULT_KERNEL_IMAGE_SIZE = 1 << 30  # the x86_64 value with KASLR; the note says when it differs
@@ -19,10 +19,9 @@ _PTE_PRESENT = 0x1
 _PTE_LARGE = 0x80
 _PTE_ADDR = 0x000ffffffffff000
 _U64 = struct.Struct("<Q")
-_U32 = struct.Struct("<I")
 
 
-class X86_64Memory:
+class X86_64Memory(KernelMemory):
     """Kernel virtual addresses of the crashed x86_64 kernel, read through an ElfCore.
 
     Kernel-image addresses translate by ``vaddr - __START_KERNEL_map + phys_base``: phys_base
@@ -71,21 +70,3 @@ class X86_64Memory:
         if page not in self._pages:
             self._pages[page] = self._walk(page)
         return self._pages[page] | (vaddr & 0xfff)
-
-    def read(self, vaddr, size):
-        """``size`` bytes at kernel virtual address ``vaddr`` (page by page: mappings need not be contiguous)."""
-        parts = []
-        while size > 0:
-            take = min(size, PAGE_SIZE - (vaddr & 0xfff))
-            parts.append(self.core.read_phys(self.vtop(vaddr), take))
-            vaddr += take
-            size -= take
-        return b"".join(parts)
-
-    def u64(self, vaddr):
-        """An unsigned 64-bit value (a pointer or an unsigned long) at ``vaddr``."""
-        return _U64.unpack(self.read(vaddr, 8))[0]
-
-    def u32(self, vaddr):
-        """An unsigned 32-bit value at ``vaddr``."""
-        return _U32.unpack(self.read(vaddr, 4))[0]
