@@ -200,3 +200,30 @@ def test_a_memory_node_outside_the_usable_memory_gets_an_empty_range():
                                                       fdt.Property.from_u64("reg", 4096 * MiB, 1024 * MiB)]))
     pdt.set_usable_memory(tree, [(0, 1024 * MiB)])
     assert tree.node("/memory@100000000").prop("linux,usable-memory").value == bytes(16)
+
+
+RECORDED_CRASH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "sysroots",
+                              "lab-ppc64le-pseries-2g-crash")
+
+
+def test_a_recorded_pseries_tree_for_a_capture_kernel(kernel, tmp_path):
+    """The live tree of a lab VM (SLOF's nodes, property names with '?', RTAS at 0x2fff0000, inside
+    the crash region [512 MiB, 1 GiB)): the capture kernel's tree is what dtc reads back, and the
+    core header dumps RTAS from where it lies in the region."""
+    host = Host.read(RECORDED_CRASH)
+    plan, image, crash = load(host, kernel, kind="crash", initrd=newc_initrd(MiB))
+    blob = bytes(segment(plan, "dtb").buf)
+    text = dts(blob, tmp_path)
+    assert "real-mode?" in text and "slof,from-fdt" in text
+    tree = fdt.parse_fdt(blob)
+    live = pdt.read_live_tree(host.tree())
+    assert tree.node("/options").prop("auto-boot?") == live.node("/options").prop("auto-boot?")
+    assert tree.node("/rtas").prop("linux,rtas-base").u32() == 0x2FFF0000
+    assert (0x2FFF0000, 0x83C) in tree.reservations
+    assert struct.unpack(">QQ", tree.node("/memory@0").prop("linux,usable-memory").value) == (0, 1024 * MiB)
+    for name in ("linux,crashkernel-base", "linux,kernel-end", "linux,memory-limit"):
+        assert tree.node("/chosen").prop(name) is None, name
+    rtas = [ld for ld in crash.loads if ld["paddr"] == 0x2FFF0000]
+    assert rtas and rtas[0]["size"] == 0x10000 and rtas[0]["offset"] == 0x2FFF0000
+    assert all(not 0x2FFF0000 <= s.mem < 0x30000000 for s in plan.segments)  # RTAS stays intact
+    assert tree.boot_cpuid_phys == 0 and image.vterm == 0x71000000

@@ -156,13 +156,28 @@ def test_normal_plan_passes_the_kernels_rules(trees, initrd, name, tmp_path):
         assert struct.unpack_from(">I", f.read(8), 0)[0] == 0xD00DFEED
 
 
-@pytest.mark.parametrize("name", [n for n, dummy in hosts()])
+def test_recordings_exist():
+    names = [os.path.basename(p) for p in RECORDED]
+    assert {"lab-ppc64le-pseries-1g", "lab-ppc64le-pseries-2g-crash"} <= set(names), names
+
+
+def test_crash_plan_without_a_crash_region_is_refused_with_advice(initrd):
+    root = [p for p in RECORDED if p.endswith("-1g")][0]
+    facts = Facts(root)
+    assert facts.crash is None
+    res = subprocess.run([sys.executable, CLI, "plan", "--crash", "--kernel", kernel_for(facts), "--initrd", initrd,
+                          "--sysroot", root], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                         check=False)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "no crash region" in res.stderr and "crashkernel=" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("name", [n for n, dummy in hosts() if not n.endswith("-1g")])
 def test_crash_plan_stays_in_the_crash_region_from_the_device_tree(trees, initrd, name):
     if name not in trees:
         pytest.skip("no qemu-system-ppc64 or kernel to build %s" % name)
     facts = Facts(trees[name])
-    if facts.crash is None:
-        pytest.skip("%s has no crash region" % name)
+    assert facts.crash is not None
     assert "Crash kernel" not in read(trees[name], "proc/iomem", "r")  # only the device tree has it
     report = plan(trees[name], kernel_for(facts), initrd, "--crash")
     assert report["kind"] == "crash"

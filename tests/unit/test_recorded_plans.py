@@ -17,7 +17,15 @@ from conftest import newc_initrd  # noqa: E402  (tests/unit/conftest.py, on sys.
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLI = os.path.join(REPO, "bin", "fleetboot-kexec")
-RECORDED = sorted(glob.glob(os.path.join(REPO, "tests", "fixtures", "sysroots", "lab-*")))
+SYSROOTS = os.path.join(REPO, "tests", "fixtures", "sysroots")
+
+
+def _machine(path):
+    with open(os.path.join(path, "machine")) as f:
+        return f.read().strip()
+
+
+RECORDED = sorted(p for p in glob.glob(os.path.join(SYSROOTS, "lab-*")) if _machine(p) == "x86_64")
 PAGE = 4096
 KEXEC_SEGMENT_MAX = 16
 X86_64_DESTINATION_LIMIT = (1 << 46) - 1  # MAXMEM - 1 with 4-level paging
