@@ -158,7 +158,9 @@ def test_normal_plan_passes_the_kernels_rules(trees, initrd, name, tmp_path):
 
 def test_recordings_exist():
     names = [os.path.basename(p) for p in RECORDED]
-    assert {"lab-ppc64le-pseries-1g", "lab-ppc64le-pseries-2g-crash"} <= set(names), names
+    assert {"lab-ppc64le-pseries-1g", "lab-ppc64le-pseries-2g-crash", "lab-ppc64le-pseries-2g-crash-4k"} <= set(names)
+    # Both page sizes of Debian's ppc64el kernels are among them.
+    assert {Facts(p).page for p in RECORDED} == {4096, 65536}
 
 
 def test_crash_plan_without_a_crash_region_is_refused_with_advice(initrd):
