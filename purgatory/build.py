@@ -65,7 +65,7 @@ class Target:
     """One architecture's purgatory build: compiler, flags, the relocation types its linker
     applies (anything else in the object is a build error) and the symbols the loader sets."""
 
-    def __init__(self, name, cc, ld, cflags, e_machine, relocations, symbols, sources, headers=()):
+    def __init__(self, name, cc, ld, cflags, e_machine, relocations, symbols, sources, headers=(), linker_symbols=()):
         self.name = name
         self.cc = cc
         self.ld = ld
@@ -76,6 +76,8 @@ class Target:
         # The arch's sources first: its entry code then starts .text, its data .data.
         self.sources = ["%s/%s" % (name, n) for n in sources] + ["common/" + n for n in COMMON_SOURCES]
         self.headers = ["common/" + n for n in COMMON_HEADERS] + ["%s/%s" % (name, n) for n in headers]
+        # Undefined symbols the loader's linker defines itself (Relocator.linker_symbol).
+        self.linker_symbols = frozenset(linker_symbols)
 
     @property
     def output(self):
@@ -109,6 +111,21 @@ TARGETS = {
                  "fleetboot_console_kind": 8, "fleetboot_console_base": 8, "fleetboot_console_shift": 8,
                  "fleetboot_console_width": 8},
         sources=["entry.S", "console.c"]),
+    # ELFv2, medium code model: data TOC-relative, calls to local entry points; no floating
+    # point or vector registers (the MSR may have them off in kexec's real mode); -O2, because
+    # -Os calls out-of-line register save/restore helpers a freestanding object does not have.
+    "ppc64le": Target(
+        "ppc64le", cc="powerpc64le-linux-gnu-gcc", ld="powerpc64le-linux-gnu-ld",
+        cflags=["-O2", "-mlittle-endian", "-mabi=elfv2", "-mcmodel=medium", "-mno-pcrel", "-fno-PIC",
+                "-msoft-float", "-mno-altivec", "-mno-vsx"],
+        e_machine="EM_PPC64",
+        relocations={10: "R_PPC64_REL24", 50: "R_PPC64_TOC16_HA", 48: "R_PPC64_TOC16_LO",
+                     64: "R_PPC64_TOC16_LO_DS", 250: "R_PPC64_REL16_LO", 252: "R_PPC64_REL16_HA"},
+        symbols={"purgatory_start": None, "fleetboot_kernel_head": 0xFC, "fleetboot_kernel": 8,
+                 "fleetboot_kernel_entry": 8, "fleetboot_device_tree": 8, "fleetboot_run_at_load": 8,
+                 "fleetboot_vterm": 8},
+        sources=["entry.S", "ppc64.c"],
+        linker_symbols=(".TOC.",)),
 }
 
 # Symbols an older loader wrote that must be gone: a loader built for one layout must never
@@ -186,7 +203,7 @@ def check_object(target, blob):
                 problems.append("%s: unsupported relocation type %d at %#x"
                                 % (sec.name, rtype, rel["r_offset"]))
             sym = symbols[rel["r_info_sym"]]
-            if sym["st_shndx"] == "SHN_UNDEF" and rel["r_info_sym"] != 0:
+            if sym["st_shndx"] == "SHN_UNDEF" and rel["r_info_sym"] != 0 and sym.name not in target.linker_symbols:
                 problems.append("%s: relocation against undefined symbol %s" % (sec.name, sym.name))
     by_name = {s.name: s for s in symbols if s.name}
     for name, size in sorted(target.symbols.items()):
@@ -204,7 +221,7 @@ def check_object(target, blob):
     for sym in symbols:
         if sym["st_shndx"] == "SHN_COMMON":
             problems.append("COMMON symbol %s (build with -fno-common)" % sym.name)
-        elif sym["st_shndx"] == "SHN_UNDEF" and sym.name:
+        elif sym["st_shndx"] == "SHN_UNDEF" and sym.name and sym.name not in target.linker_symbols:
             problems.append("undefined symbol %s (the purgatory has no libc)" % sym.name)
     return problems
 

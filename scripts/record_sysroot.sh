@@ -56,6 +56,8 @@ for f in \
     /sys/firmware/efi/runtime \
     /sys/firmware/efi/config_table \
     /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-e0b98c3b0e8c \
+    /proc/device-tree/chosen/linux,crashkernel-base \
+    /proc/device-tree/chosen/linux,crashkernel-size \
     "/boot/config-$(uname -r)"
 do
     copy "$f"

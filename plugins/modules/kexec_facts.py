@@ -168,7 +168,8 @@ ansible_facts:
           sample: classic
         installed_kernels:
           description:
-            - Kernels found in C(/boot) (C(vmlinuz-<release>)), newest release first, each with its initrd
+            - Kernels found in C(/boot) (C(vmlinuz-<release>), or C(vmlinux-<release>), the ELF image
+              ppc64el kernels install), newest release first, each with its initrd
               (C(initrd.img-<release>), C(initramfs-<release>.img) or C(initrd-<release>)).
           type: list
           elements: dict
@@ -247,7 +248,8 @@ from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import 
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.records import loaded_record
 
 BOOT_ID = "proc/sys/kernel/random/boot_id"
-KERNEL_PREFIX = "vmlinuz-"
+# Kernel images by name: vmlinuz-<release> (x86, arm64), vmlinux-<release> (ppc64el's ELF kernels).
+KERNEL_PREFIXES = ("vmlinuz-", "vmlinux-")
 # initrd names by distribution: Debian/Ubuntu, Fedora/RHEL (dracut), SUSE.
 INITRD_PATTERNS = ("initrd.img-%s", "initramfs-%s.img", "initrd-%s")
 # Symbols that exist only when the kernel was built with the syscall (any arch prefix).
@@ -273,27 +275,32 @@ def version_key(release):
 
 
 def installed_kernels(sysroot):
-    """[{release, kernel, initrd}] for every /boot/vmlinuz-<release>, newest first."""
+    """[{release, kernel, initrd}] for every /boot/vmlinuz-<release> (or vmlinux-<release> when a release
+    has no vmlinuz), newest first."""
     boot = os.path.join(sysroot, "boot")
     try:
         names = os.listdir(boot)
     except (IOError, OSError):
         return []
     found = []
-    for name in names:
-        if not name.startswith(KERNEL_PREFIX) or name.endswith((".old", ".hmac", ".sig")):
-            continue
-        release = name[len(KERNEL_PREFIX):]
-        kernel = os.path.join(boot, name)
-        if not release or not os.path.isfile(kernel):
-            continue
-        initrd = None
+    releases = set()
+    for prefix in KERNEL_PREFIXES:
+        for name in sorted(names):
+            if not name.startswith(prefix) or name.endswith((".old", ".hmac", ".sig")):
+                continue
+            release = name[len(prefix):]
+            kernel = os.path.join(boot, name)
+            if release and release not in releases and os.path.isfile(kernel):
+                releases.add(release)
+                found.append({"release": release, "kernel": kernel})
+    for entry in found:
+        release = entry["release"]
+        entry["initrd"] = None
         for pattern in INITRD_PATTERNS:
             candidate = os.path.join(boot, pattern % release)
             if os.path.isfile(candidate):
-                initrd = candidate
+                entry["initrd"] = candidate
                 break
-        found.append({"release": release, "kernel": kernel, "initrd": initrd})
     found.sort(key=lambda k: version_key(k["release"]), reverse=True)
     return found
 

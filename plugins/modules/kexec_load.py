@@ -91,11 +91,13 @@ options:
       - Options added to a crash kernel's command line (O(type=crash) only), unless the command line
         already has an option of that name. The defaults make the capture kernel run on one CPU,
         reset devices the crashed kernel left running and poll interrupts it cannot trust.
+      - When not set, the host architecture's defaults apply, C(irqpoll nr_cpus=1 reset_devices) on
+        x86_64 and C(irqpoll maxcpus=1 noirqdistrib reset_devices) on ppc64le (what the kernel's kdump
+        documentation gives for each).
       - With O(method=classic) the module also adds C(elfcorehdr=), the address of the ELF core
         header it builds (with O(method=file) the kernel builds and adds it).
       - Set to an empty string for none.
     type: str
-    default: irqpoll nr_cpus=1 reset_devices
   method:
     description:
       - V(classic) uses the C(kexec_load) syscall (the module places the segments and links its own
@@ -272,6 +274,7 @@ plan:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import arch as kexec_arch
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import loader
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import records
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import syscalls as kexec_syscalls
@@ -281,8 +284,6 @@ from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.errors impor
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.host import Host
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.request import Request
 
-DEFAULT_CAPTURE_OPTIONS = "irqpoll nr_cpus=1 reset_devices"
-
 ARGUMENT_SPEC = dict(
     kernel=dict(type="path"),
     initrd=dict(type="path"),
@@ -291,7 +292,7 @@ ARGUMENT_SPEC = dict(
     append=dict(type="list", elements="str", default=[]),
     remove=dict(type="list", elements="str", default=[]),
     type=dict(type="str", choices=["normal", "crash"], default="normal"),
-    capture_options=dict(type="str", default=DEFAULT_CAPTURE_OPTIONS),
+    capture_options=dict(type="str"),
     method=dict(type="str", choices=["auto", "classic", "file"], default="auto"),
     state=dict(type="str", choices=["loaded", "unloaded"], default="loaded"),
     kernel_checksum=dict(type="str"),
@@ -324,7 +325,10 @@ def ensure_loaded(module, host, syscalls):
     sysroot, kind = p["sysroot"], p["type"]
     cmdline = compose_cmdline(host, kind, p["cmdline"], p["reuse_cmdline"], p["remove"], p["append"])
     if kind == "crash":
-        cmdline = add_capture_options(cmdline, p["capture_options"])
+        options = p["capture_options"]
+        if options is None:
+            options = kexec_arch.for_host(host).capture_options
+        cmdline = add_capture_options(cmdline, options)
     request = Request(p["kernel"], initrd=p["initrd"], cmdline=cmdline, kind=kind, method=p["method"])
 
     if p["initrd_checksum"] and not request.initrd:

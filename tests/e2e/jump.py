@@ -71,3 +71,28 @@ def upgrade_by_kexec(fleet_factory, method, **fleet_options):
     with open(vm.serial_log, errors="replace") as f:
         assert "kexec_core: Starting new kernel" in f.read()
     return fleet, vm
+
+
+def halted_in_purgatory(fleet, vm, message, timeout=240):
+    """After a jump into a corrupted image: wait for purgatory's ``message`` on the console, then
+    check the VM stays halted (same QEMU process, no kernel after it, no SSH).  Returns the
+    console line that starts with ``message``."""
+    deadline = time.time() + timeout
+    console = ""
+    while time.time() < deadline and message not in console:
+        time.sleep(2)
+        with open(vm.serial_log, errors="replace") as f:
+            console = f.read()
+    assert message in console, vm.serial_tail()
+    time.sleep(10)
+    assert vm.running(), vm.exit_reason()  # halted, not reset
+    with open(vm.serial_log, errors="replace") as f:
+        tail = f.read()[console.index(message):]
+    assert "Linux version" not in tail  # no kernel started after the refusal
+    try:
+        fleet.boot_id(vm.name, timeout=20)
+    except Exception as e:  # LabError: it did not answer
+        assert "did not answer SSH" in str(e)
+    else:
+        raise AssertionError("the VM answered SSH after purgatory should have halted it")
+    return tail.splitlines()[0].strip()

@@ -135,12 +135,41 @@ def test_enospc_from_write_is_a_clean_abort(tmp_path, no_tools, monkeypatch):
 
 # ---- save_vmcore ------------------------------------------------------------------------------
 
+@pytest.fixture(autouse=True)
+def no_host_kmsg(tmp_path, monkeypatch):
+    """save_vmcore reads the capture kernel's own log: never this machine's in unit tests."""
+    path = tmp_path / "no-kmsg"
+    path.write_text("")
+    monkeypatch.setattr(capture, "KMSG", str(path))
+
+
+KMSG = ("6,1,0,-;Linux version 6.1.0-56-powerpc64le\n"
+        "6,2,41,-;physical_start    = 0x20000000\n SUBSYSTEM=cpu\n"
+        "4,3,2500001,c;hvc0: console [hvc0] enabled\n")
+
+
+def test_read_kmsg_formats_records_like_dmesg(tmp_path):
+    path = tmp_path / "kmsg"
+    path.write_text(KMSG + "garbage without a header\n")
+    text, error = capture.read_kmsg(str(path))
+    assert error is None
+    assert text == ("[    0.000000] Linux version 6.1.0-56-powerpc64le\n[    0.000041] physical_start    = 0x20000000\n"
+                    "[    2.500001] hvc0: console [hvc0] enabled\n")
+    assert capture.read_kmsg(str(tmp_path / "absent")) == ("", "cannot open %s: No such file or directory"
+                                                           % (tmp_path / "absent"))
+
+
 def test_save_vmcore_own_copy_and_reader(tmp_path, core, no_tools):
     dest = tmp_path / "crash"
-    report = capture.save_vmcore(core, str(dest), free_space=plenty, clock=clock())
+    kmsg = tmp_path / "kmsg"
+    kmsg.write_text(KMSG)
+    report = capture.save_vmcore(core, str(dest), free_space=plenty, clock=clock(), kmsg=str(kmsg))
     final = dest / STAMP
     assert report["path"] == str(final) and sorted(os.listdir(str(dest))) == [STAMP]
-    assert sorted(os.listdir(str(final))) == ["dmesg.txt", "vmcore"]
+    assert sorted(os.listdir(str(final))) == ["capture-dmesg.txt", "dmesg.txt", "vmcore"]
+    # The capture kernel's own log beside the crashed kernel's: where it ran, what it found.
+    assert "physical_start    = 0x20000000" in (final / "capture-dmesg.txt").read_text()
+    assert report["capture_dmesg_error"] is None
     assert (final / "vmcore").read_bytes() == open(core, "rb").read()
     assert report["method"] == "sparse-copy" and report["dmesg_source"] == "fleetboot"
     assert report["size"] == report["source_size"] == os.path.getsize(core)

@@ -57,6 +57,29 @@ def test_crashkernel_tables_are_sorted_and_start_at_one_gib():
     assert specs["kdump_crashkernel_tables"]["default"] == tables and specs["kdump_crashkernel_table"]["default"] == []
 
 
+def test_ppc64le_has_its_own_larger_crashkernel_table():
+    defaults = _yaml("defaults", "main.yml")
+    general, ppc = defaults["kdump_crashkernel_tables"]["x86_64"], defaults["kdump_crashkernel_tables"]["ppc64le"]
+    assert [row["min_ram_mb"] for row in ppc] == sorted(row["min_ram_mb"] for row in ppc)
+
+    def size_for(table, ram_mb):
+        rows = [r for r in table if r["min_ram_mb"] <= ram_mb]
+        return int(rows[-1]["crashkernel"].rstrip("MG")) * (1024 if rows[-1]["crashkernel"].endswith("G") else 1)
+
+    for ram_mb in (2048, 4096, 16384, 65536, 131072):
+        assert size_for(ppc, ram_mb) > size_for(general, ram_mb)
+
+
+def test_capture_options_and_kernel_default_to_the_architectures():
+    defaults = _yaml("defaults", "main.yml")
+    assert defaults["kdump_capture_options"] == "auto" and defaults["kdump_kernel"] == "auto"
+    with open(os.path.join(ROLE, "templates", "fleetboot-kdump-load.service.j2")) as f:
+        load = f.read()
+    # auto lets the loader add its own defaults for the host's architecture.
+    assert "'' if kdump_capture_options == 'auto' else ' --capture-options=${KDUMP_CAPTURE_OPTIONS}'" in load
+    assert "--kernel {{ _kdump_kernel }}" in load
+
+
 def test_units_run_where_they_belong():
     with open(os.path.join(ROLE, "templates", "fleetboot-kdump-load.service.j2")) as f:
         load = f.read()

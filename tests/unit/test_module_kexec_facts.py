@@ -98,6 +98,21 @@ def test_efi_host_without_crash_region(capsys, tmp_path):
     assert kexec["installed_kernels"] == []
 
 
+def test_ppc64el_elf_kernels_are_found_and_vmlinuz_wins_a_tie(capsys, tmp_path):
+    root = make_sysroot(tmp_path, "lab-seabios-pc-1g")
+    for name in ("vmlinux-6.1.0-56-powerpc64le", "initrd.img-6.1.0-56-powerpc64le", "vmlinux-6.1.0-54-powerpc64le",
+                 "vmlinux-6.1.0-10-amd64", "vmlinuz-6.1.0-10-amd64", "vmlinux-6.1.0-9-amd64.old"):
+        write(root, "boot/" + name, "x")
+    kernels = facts(capsys, root)["ansible_facts"]["kexec"]["installed_kernels"]
+    boot = os.path.join(root, "boot")
+    assert [(k["release"], os.path.relpath(k["kernel"], boot), k["initrd"] and os.path.relpath(k["initrd"], boot))
+            for k in kernels] == [
+        ("6.1.0-56-powerpc64le", "vmlinux-6.1.0-56-powerpc64le", "initrd.img-6.1.0-56-powerpc64le"),
+        ("6.1.0-54-powerpc64le", "vmlinux-6.1.0-54-powerpc64le", None),
+        ("6.1.0-10-amd64", "vmlinuz-6.1.0-10-amd64", None),
+    ]
+
+
 def test_kernels_sort_by_version_and_find_each_distributions_initrd(capsys, tmp_path):
     root = make_sysroot(tmp_path, "lab-seabios-pc-1g")
     for name in ("vmlinuz-6.1.0-9-amd64", "vmlinuz-6.1.0-10-amd64", "vmlinuz-5.14.0-362.8.1.el9_3.x86_64",

@@ -15,10 +15,11 @@ from ..dump.vmcore import VmcoreError
 from ..errors import HostError
 from ..machines import normalize_arch
 from .arm64 import ARCH as ARM64
+from .ppc64le import ARCH as PPC64LE
 from .x86_64 import ARCH as X86_64
 
 #: Every architecture package, in a stable order.
-ARCHES = (X86_64, ARM64)
+ARCHES = (X86_64, ARM64, PPC64LE)
 
 
 def for_machine(machine):

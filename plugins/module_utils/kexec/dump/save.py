@@ -4,8 +4,8 @@
 """Save a crash dump from the capture kernel: ``fleetboot-kexec save-vmcore`` and ``dmesg``.
 
 After a panic the capture kernel exposes the crashed kernel's memory as ``/proc/vmcore``; a
-systemd unit runs ``save-vmcore``, which writes ``<dest>/<UTC time>.incomplete/vmcore`` and
-``dmesg.txt`` and only then renames the directory to ``<dest>/<UTC time>``: a directory without
+systemd unit runs ``save-vmcore``, which writes ``<dest>/<UTC time>.incomplete/vmcore``,
+``dmesg.txt`` (the crashed kernel's log) and ``capture-dmesg.txt`` (its own) and only then renames the directory to ``<dest>/<UTC time>``: a directory without
 the suffix is always a complete dump.
 
 The vmcore is written by ``makedumpfile`` when it is installed (it drops free and cache pages and
@@ -34,6 +34,8 @@ class CaptureError(KexecError):
     """The dump cannot be saved (no /proc/vmcore, no space, makedumpfile failed...)."""
 
 
+#: The capture kernel's own log (where it ran, what it found), saved beside the crashed kernel's.
+KMSG = "/dev/kmsg"
 BLOCK = 4096
 CHUNK = 8 << 20
 # Leave this much free on the destination: the system boots from it after the dump.
@@ -174,6 +176,38 @@ def _dmesg_text(src, which, run):
     return "the kernel log could not be read from %s: %s\n" % (src, reason), "none", reason
 
 
+def read_kmsg(path):
+    """The running kernel's own log as dmesg prints it, from /dev/kmsg (records "prio,seq,usec,flags;text");
+    (text, error).  Non-blocking: the device answers EAGAIN at the end of the log."""
+    lines = []
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as err:
+        return "", "cannot open %s: %s" % (path, err.strerror or err)
+    try:
+        while True:
+            try:
+                record = os.read(fd, 8192)
+            except OSError as err:
+                if err.errno == errno.EAGAIN:
+                    break
+                if err.errno == errno.EPIPE:  # records overwritten while reading: go on with the next
+                    continue
+                return "".join(lines), "reading %s: %s" % (path, err.strerror or err)
+            if not record:
+                break
+            for line in record.decode("utf-8", "replace").splitlines():
+                head, sep, text = line.partition(";")
+                fields = head.split(",")
+                if not sep or len(fields) < 3 or not fields[2].isdigit():
+                    continue  # continuation lines (" KEY=value") and anything else
+                usec = int(fields[2])
+                lines.append("[%5d.%06d] %s\n" % (usec // 1000000, usec % 1000000, text))
+    finally:
+        os.close(fd)
+    return "".join(lines), None
+
+
 def _write_text(path, text):
     with open(path, "w") as f:
         f.write(text)
@@ -218,8 +252,11 @@ def prune(dest, keep, protect=None):
 
 def save_vmcore(vmcore=DEFAULT_VMCORE, dest=DEFAULT_DEST, makedumpfile="auto", dump_level=DEFAULT_DUMP_LEVEL,
                 keep=None, free_space=free_bytes, which=shutil.which, run=subprocess.run, clock=time.time,
-                min_free=DEFAULT_MIN_FREE, chunk_size=CHUNK):
+                min_free=DEFAULT_MIN_FREE, chunk_size=CHUNK, kmsg=None):
     """Save ``vmcore`` and its kernel log under ``dest``; returns a plain dict describing the dump.
+
+    ``capture-dmesg.txt`` beside them holds the capture kernel's own log (``kmsg``): where it ran
+    and what it found, for when the capture boot itself needs explaining.
 
     ``makedumpfile``: ``auto`` uses it when installed (falling back to the sparse copy when it
     fails), ``always`` requires it, ``never`` always copies.  ``keep=N`` then removes the oldest
@@ -268,6 +305,8 @@ def save_vmcore(vmcore=DEFAULT_VMCORE, dest=DEFAULT_DEST, makedumpfile="auto", d
         _write_text(os.path.join(work, "dmesg.txt"), text)
         report["dmesg_source"] = source
         report["dmesg_error"] = error
+        own, report["capture_dmesg_error"] = read_kmsg(kmsg or KMSG)
+        _write_text(os.path.join(work, "capture-dmesg.txt"), own)
         _fsync_dir(work)
         os.rename(work, report["path"])
         _fsync_dir(dest)

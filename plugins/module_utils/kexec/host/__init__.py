@@ -19,6 +19,7 @@ import os
 from ..core.memmap import MemoryMap, Range
 from ..errors import HostError
 from ..machines import normalize_arch
+from .devicetree import CRASH_BASE, CRASH_SIZE, chosen_crash_region
 from .firmware_memmap import read_firmware_memmap
 from .iomem import HiddenIomemError, IomemNode, crash_regions, parse_iomem
 from .security import SECURE_BOOT_VAR, kernel_config, offered_syscalls, parse_lockdown, read_secure_boot
@@ -46,6 +47,8 @@ FILES = (
     "sys/firmware/efi/systab",
     "sys/firmware/fdt",
     SECURE_BOOT_VAR,
+    CRASH_BASE,
+    CRASH_SIZE,
     "machine",
     "pagesize",
 )
@@ -229,6 +232,10 @@ class Host:
                             % tree.root)
 
         regions = [Range(s, e, "Crash kernel") for s, e in crash_regions(iomem)]
+        if not regions:
+            # Kernels that keep the crash region out of /proc/iomem name it in the device tree.
+            chosen = chosen_crash_region(tree)
+            regions = [Range(chosen[0], chosen[1], "Crash kernel")] if chosen else []
         crash_region = max(regions, key=lambda r: (r.size, r.start)) if regions else None
 
         efi = tree.isdir("sys/firmware/efi")

@@ -32,7 +32,9 @@ class Relocator:
     patch nothing.  ``apply`` computes one relocation from S (symbol value), A (addend) and P
     (the patched place's final address) and writes it into ``image`` at ``offset``, raising
     PurgatoryError for types it does not know and results that do not fit.  ``linker_symbol``
-    defines the symbols a static linker provides itself (ppc64's ``.TOC.``), None for others.
+    defines the symbols a static linker provides itself (ppc64's ``.TOC.``), None for others;
+    ``target`` turns a symbol's address into the one a relocation type aims at (ppc64 ELFv2
+    branches enter a function at its local entry point), the address itself for others.
     """
 
     machine = None
@@ -48,6 +50,9 @@ class Relocator:
 
     def linker_symbol(self, name, obj, base):  # pylint: disable=unused-argument
         return None
+
+    def target(self, rtype, symbol, value):  # pylint: disable=unused-argument
+        return value
 
 
 class PurgatoryObject:
@@ -196,7 +201,7 @@ class PurgatoryObject:
                 if rel.type in self.relocator.none_types:
                     continue
                 sym = self._symbols[rel.sym]
-                s_value = self._symbol_value(sym, base)
+                s_value = self.relocator.target(rel.type, sym, self._symbol_value(sym, base))
                 width = self.relocator.width(rel.type)
                 if rel.offset + width > target.sh_size:
                     raise PurgatoryError("purgatory relocation at %s+%#x runs past the %#x-byte "
