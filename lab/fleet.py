@@ -160,6 +160,10 @@ class Fleet:
         """Copy one file into one VM (SFTP)."""
         ssh.put_file(self.vm(name).port, self.key_file, local_path, remote_path)
 
+    def get_file(self, name, remote_path, local_path):
+        """Copy one file out of one VM (SFTP)."""
+        ssh.get_file(self.vm(name).port, self.key_file, remote_path, local_path)
+
     def put_tree(self, name, local_dir, remote_dir):
         """Copy a directory tree into one VM (SFTP)."""
         ssh.put_tree(self.vm(name).port, self.key_file, local_dir, remote_dir)

@@ -17,10 +17,12 @@ boot loader, whose grub.cfg the role updated, would reserve it again.
 """
 
 import base64
+import glob
 import json
 import os
 import re
 import subprocess
+import time
 
 from .conftest import BIN, REPO
 
@@ -224,8 +226,25 @@ def check_makedumpfile_dump(fleet, dump, size, iomem, region):
     reread = sh(fleet, "rm -f /tmp/reread.txt; makedumpfile --dump-dmesg %s/vmcore /tmp/reread.txt >/dev/null && "
                        "cat /tmp/reread.txt" % dump, timeout=300)
     assert "sysrq: Trigger a crash" in reread and "Kernel panic - not syncing" in reread, reread[-2000:]
+    kept, fetch_s = keep_dump(fleet, dump)
     return {"ram_covered": ram, "ratio": round(ram / float(size), 1), "compression": report["compression"],
-            "capture_seconds": report["seconds"], "source_size": report["source_size"]}
+            "capture_seconds": report["seconds"], "source_size": report["source_size"], "memory": report.get("memory"),
+            "kept_for_crash_check": kept, "fetch_seconds": fetch_s}
+
+
+def keep_dump(fleet, dump, keep=2):
+    """Copy the dump to ~/.cache/fleetboot/dumps/ for benchmarks/kdump_crash_check.py, which opens it
+    with `crash` and Debian's debug vmlinux (too big a download for make test: see the README)."""
+    cache = os.path.join(os.path.expanduser("~"), ".cache", "fleetboot", "dumps")
+    os.makedirs(cache, exist_ok=True)
+    release = sh(fleet, "uname -r").strip()
+    local = os.path.join(cache, "%s-%s.vmcore" % (release, os.path.basename(dump)))
+    started = time.monotonic()
+    fleet.get_file(VM, dump + "/vmcore", local + ".part")
+    os.rename(local + ".part", local)
+    for old in sorted(glob.glob(os.path.join(cache, "*.vmcore")), key=os.path.getmtime)[:-keep]:
+        os.unlink(old)
+    return local, round(time.monotonic() - started, 1)
 
 
 def summary_line(result):

@@ -81,6 +81,30 @@ def _append_capture_log(dest, entry):
         _log("fleetboot-kdump: cannot append to %s: %s" % (os.path.join(dest, CAPTURES_LOG), err))
 
 
+def _memory():
+    """What the capture kernel has: MemTotal and MemAvailable in bytes (for sizing crashkernel=)."""
+    out = {}
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                key, dummy, rest = line.partition(":")
+                if key in ("MemTotal", "MemAvailable") and rest.split():
+                    out[key] = int(rest.split()[0]) * 1024
+    except (IOError, OSError, ValueError):
+        pass
+    return out
+
+
+def _peak_rss():
+    """Largest resident sizes, in bytes, of save-vmcore itself and of a program it ran (makedumpfile)."""
+    try:
+        import resource  # pylint: disable=import-outside-toplevel
+        return {"self_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                "children_peak_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}
+    except (ImportError, OSError):
+        return {}
+
+
 def _boot_id():
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
@@ -104,7 +128,7 @@ def _ssh_target(args, wait):
     from .remote import SshTarget  # pylint: disable=import-outside-toplevel
     if not args.ssh:
         raise KexecError("--target ssh needs --ssh USER@SERVER")
-    user, _, server = args.ssh.rpartition("@")
+    user, dummy, server = args.ssh.rpartition("@")
     return SshTarget(server, user=user or "root", port=args.ssh_port, key=args.ssh_key,
                      known_hosts=args.ssh_known_hosts, host_name=args.host_name, wait=wait)
 
@@ -155,12 +179,15 @@ def run_command(args, out):
             report["server"] = _server_answer(args)
     else:
         started = time.time()
+        memory = _memory()
         try:
             report = _save(args)
         except KexecError as err:
-            _append_capture_log(args.dest, {"time": round(started), "boot_id": _boot_id(), "error": str(err)})
+            _append_capture_log(args.dest, {"time": round(started), "boot_id": _boot_id(), "error": str(err),
+                                            "memory": memory})
             raise
-        entry = dict(report, time=round(started), boot_id=_boot_id())
+        memory.update(_peak_rss())
+        entry = dict(report, time=round(started), boot_id=_boot_id(), memory=memory)
         _append_capture_log(args.dest, entry)
     if args.json:
         out.write(json.dumps(report, indent=2, sort_keys=True) + "\n")

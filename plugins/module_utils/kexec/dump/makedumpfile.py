@@ -55,7 +55,7 @@ def probe(exe, run=subprocess.run):
     """What the makedumpfile at ``exe`` is: ``{"path", "version", "compressions"}``, or None when it
     does not run."""
     try:
-        proc = run([exe, "-v"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = run([exe, "-v"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
     except OSError:
         return None
     text = (proc.stdout or b"").decode("utf-8", "replace")
@@ -152,7 +152,7 @@ def read_dmesg(exe, src, workdir, run=subprocess.run):
     while it is read."""
     out = os.path.join(workdir, ".dmesg.makedumpfile")
     try:
-        proc = run(dmesg_argv(exe, src, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = run(dmesg_argv(exe, src, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
         if proc.returncode != 0:
             return None, "makedumpfile --dump-dmesg exited %d: %s" % (proc.returncode, _tail(proc.stderr or proc.stdout))
         with open(out, "rb") as f:

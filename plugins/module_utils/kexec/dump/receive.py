@@ -277,4 +277,4 @@ def main(argv=None, environ=None, stdin_fd=0, out=None, err=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

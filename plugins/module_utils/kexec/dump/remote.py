@@ -80,7 +80,7 @@ def reach(target, run=subprocess.run, clock=time.time, sleep=time.sleep, log=Non
         attempts += 1
         try:
             proc = run(target.argv("check"), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       timeout=CONNECT_TIMEOUT + 20)
+                       timeout=CONNECT_TIMEOUT + 20, check=False)
             if proc.returncode == 0:
                 try:
                     return json.loads(_last_line(proc.stdout))
