@@ -29,6 +29,8 @@ from .conftest import BIN, REPO
 COLLECTIONS = os.path.join(REPO, ".build", "collections")
 PLAYBOOK = os.path.join(REPO, "kdump.yml")
 VM = "vm1"
+# The dump directories under /var/crash (beside them: captures.log, save-vmcore's record).
+DUMP_DIRS = "find /var/crash -mindepth 1 -maxdepth 1 -type d -printf '%f\\n' 2>/dev/null || true"
 # What the x86 kernel itself keeps out of a kexec_file_load crash header.
 LOW_RESERVED = 1 << 20
 
@@ -181,12 +183,12 @@ def crash_and_check_dump(fleet, tmp_path, args, iomem, region, pid, low_reserved
     RAM /proc/iomem showed outside the crash region (from ``low_reserved`` up: x86's
     kexec_file_load leaves the low 1 MiB out, Linux 5.13+ reserves it), or makedumpfile's dump
     (see check_makedumpfile_dump)."""
-    dumps_before = sh(fleet, "ls /var/crash 2>/dev/null || true").split()
+    dumps_before = sh(fleet, DUMP_DIRS).split()
     rc, out = playbook(fleet, *(args + ["-e", "kdump_test=true"]))
     assert rc == 0, out
     assert fleet.vm(VM).firmware_reset_count() == 1 and fleet.vm(VM).pid == pid, "the capture kernel reboots through the firmware"
     assert "/proc/vmcore" not in sh(fleet, "ls /proc/vmcore 2>/dev/null || true")
-    dumps = [d for d in sh(fleet, "ls /var/crash").split() if d not in dumps_before]
+    dumps = [d for d in sh(fleet, DUMP_DIRS).split() if d not in dumps_before]
     assert len(dumps) == 1 and not dumps[0].endswith(".incomplete"), dumps
     dump = "/var/crash/" + dumps[0]
     dmesg = sh(fleet, "cat %s/dmesg.txt" % dump)
