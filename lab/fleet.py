@@ -200,6 +200,10 @@ class Fleet:
         vm = self.vm(name)
         ssh.put_file(vm.port, self.key_for(vm), local_path, remote_path)
 
+    def get_file(self, name, remote_path, local_path):
+        """Copy one file out of one VM (SFTP)."""
+        ssh.get_file(self.vm(name).port, self.key_file, remote_path, local_path)
+
     def put_tree(self, name, local_dir, remote_dir):
         """Copy a directory tree into one VM (SFTP)."""
         vm = self.vm(name)

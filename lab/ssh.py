@@ -97,6 +97,17 @@ def put_file(port, key_file, local_path, remote_path):
         client.close()
 
 
+def get_file(port, key_file, remote_path, local_path):
+    """Copy one file from the VM over SFTP."""
+    client = _client(port, key_file, timeout=15)
+    try:
+        sftp = client.open_sftp()
+        sftp.get(remote_path, local_path)
+        sftp.close()
+    finally:
+        client.close()
+
+
 def put_tree(port, key_file, local_dir, remote_dir, skip=("__pycache__",)):
     """Copy a local directory tree to the VM over SFTP (replacing files of the same name)."""
     client = _client(port, key_file, timeout=15)

@@ -15,6 +15,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
 import posixpath
 import shlex
 
@@ -31,6 +32,7 @@ display = Display()
 
 MARK = "--fleetboot-kdump-crash--"
 CRASH_LOADED = "/sys/kernel/kexec_crash_loaded"
+CAPTURES_LOG = "captures.log"
 # Seconds between the trigger command returning and the panic, so that its SSH session ends first.
 SYSRQ_DELAY = 2
 # A normal boot that answers without the new dump gets this long for it to appear (the capture
@@ -45,11 +47,31 @@ ARGUMENT_SPEC = dict(
 
 
 def probe_command(path):
-    """One round trip: boot_id, release, kexec_crash_loaded, whether /proc/vmcore exists, dump files."""
+    """One round trip: boot_id, release, kexec_crash_loaded, whether /proc/vmcore exists, dump files,
+    the number of captures.log lines and the last ones."""
+    log = shlex.quote(posixpath.join(path, CAPTURES_LOG))
     return ("echo {m}; cat /proc/sys/kernel/random/boot_id; echo {m}; uname -r; echo {m}; "
             "cat {c} 2>/dev/null; echo {m}; test -e /proc/vmcore && echo vmcore; echo {m}; "
             "find {p} -mindepth 2 -maxdepth 2 -type f \\( -name vmcore -o -name dmesg.txt \\) "
-            "-printf '%s %p\\n' 2>/dev/null; echo {m}").format(m=MARK, c=CRASH_LOADED, p=shlex.quote(path))
+            "-printf '%s %p\\n' 2>/dev/null; echo {m}; "
+            "cat {l} 2>/dev/null | wc -l; tail -n 3 {l} 2>/dev/null; echo {m}").format(
+                m=MARK, c=CRASH_LOADED, p=shlex.quote(path), l=log)
+
+
+def parse_captures(text):
+    """(number of lines in captures.log, [the last entries as dicts]) from the probe's section."""
+    lines = text.strip().splitlines()
+    if not lines or not lines[0].strip().isdigit():
+        return 0, []
+    entries = []
+    for line in lines[1:]:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return int(lines[0].strip()), entries
 
 
 def trigger_command():
@@ -96,23 +118,33 @@ def parse_dumps(text):
 class CrashProbe:
     """One answer from the host."""
 
-    def __init__(self, boot_id, release, crash_loaded, vmcore, dumps):
+    def __init__(self, boot_id, release, crash_loaded, vmcore, dumps, captures=0, last_captures=()):
         self.boot_id = boot_id
         self.release = release
         self.crash_loaded = crash_loaded
         self.vmcore = vmcore
         self.dumps = dumps
+        self.captures = captures
+        self.last_captures = list(last_captures)
 
     @classmethod
     def parse(cls, stdout):
         """A CrashProbe from probe_command()'s output, or None when it is not a whole, sane answer."""
         parts = to_text(stdout).split(MARK)
-        if len(parts) != 7:
+        if len(parts) != 8:
             return None
         boot_id, release, loaded, vmcore = [p.strip() for p in parts[1:5]]
         if not BOOT_ID_RE.match(boot_id) or not release:
             return None
-        return cls(boot_id, release, loaded == "1", vmcore == "vmcore", parse_dumps(parts[5]))
+        count, entries = parse_captures(parts[6])
+        return cls(boot_id, release, loaded == "1", vmcore == "vmcore", parse_dumps(parts[5]), count, entries)
+
+    def captures_since(self, before):
+        """The captures.log entries written after ``before`` (a CrashProbe) was taken."""
+        new = self.captures - before.captures
+        if new <= 0:
+            return []
+        return self.last_captures[-min(new, len(self.last_captures)):]
 
 
 class ActionModule(KexecRebootAction):
@@ -194,6 +226,13 @@ class ActionModule(KexecRebootAction):
             e.facts.update(elapsed=round(self._now() - panic, 1))
             raise
 
+    @staticmethod
+    def _warn_unloaded(probe):
+        if not probe.crash_loaded:
+            display.warning("kdump_crash: %s came back without a loaded crash kernel (%s is 0): "
+                            "kdump is off until one is loaded (did this boot keep crashkernel=?)"
+                            % (probe.boot_id, CRASH_LOADED))
+
     def _wait_for_dump(self, path, before, old, panic, result):
         deadline = panic + self._timeout
         went_away = capture = back = None
@@ -215,19 +254,39 @@ class ActionModule(KexecRebootAction):
             else:
                 back = back or now
                 new = dict((d, dump) for d, dump in probe.dumps.items() if dump.complete and d not in old)
+                captured = probe.captures_since(before)
+                record = captured[-1] if captured else {}
+                if record:
+                    result.update(capture_record=record, target=record.get("target", "local"),
+                                  remote_error=record.get("remote_error"))
+                if record.get("target") == "ssh" and not record.get("error"):
+                    result.update(new_boot_id=probe.boot_id, crash_loaded_after=probe.crash_loaded,
+                                  vmcore=posixpath.join(record.get("path", ""), "vmcore"),
+                                  vmcore_size=record.get("size"), dmesg=posixpath.join(record.get("path", ""), "dmesg.txt"),
+                                  dump_dir=record.get("path"), dump_server=record.get("server"),
+                                  elapsed=round(now - panic, 1), downtime=round(now - (went_away or panic), 1))
+                    result["msg"] = ("crashed %s; the capture kernel sent %s (%s bytes) to %s; back on boot %s after "
+                                     "%.1f s" % (before.release, result["vmcore"], record.get("size"), record.get("server"),
+                                                 probe.boot_id, result["elapsed"]))
+                    self._warn_unloaded(probe)
+                    return result
+                if record.get("error") and not new:
+                    raise JumpFailed("the capture kernel could not save the dump: %s (%s)"
+                                     % (record["error"], posixpath.join(path, CAPTURES_LOG)), new_boot_id=probe.boot_id)
                 if new:
                     dump = new[sorted(new)[-1]]
                     result.update(new_boot_id=probe.boot_id, crash_loaded_after=probe.crash_loaded,
                                   vmcore=dump.vmcore, vmcore_size=dump.vmcore_size, dmesg=dump.dmesg,
                                   dump_dir=dump.directory, elapsed=round(now - panic, 1),
                                   downtime=round(now - (went_away or panic), 1))
-                    result["msg"] = ("crashed %s; the capture kernel saved %s (%d bytes); back on boot %s "
+                    result["msg"] = ("crashed %s; the capture kernel saved %s (%d bytes)%s; back on boot %s "
                                      "after %.1f s" % (before.release, dump.vmcore, dump.vmcore_size,
+                                                       " locally (%s)" % record["remote_error"] if record.get("remote_error") else "",
                                                        probe.boot_id, result["elapsed"]))
-                    if not probe.crash_loaded:
-                        display.warning("kdump_crash: %s came back without a loaded crash kernel (%s is 0): "
-                                        "kdump is off until one is loaded (did this boot keep crashkernel=?)"
-                                        % (probe.boot_id, CRASH_LOADED))
+                    if record.get("remote_error"):
+                        display.warning("kdump_crash: the dump could not go to the dump server and was saved locally: %s"
+                                        % record["remote_error"])
+                    self._warn_unloaded(probe)
                     return result
                 if now - back >= DUMP_GRACE:
                     partial = sorted(d for d, dump in probe.dumps.items() if d not in old and not dump.complete)

@@ -22,8 +22,10 @@ description:
     from a detached process, two seconds after the task's command returned.
   - Then waits until the host stops answering, (possibly) answers from the capture kernel (a new
     boot_id with C(/proc/vmcore)), and finally answers on a B(normal) boot (yet another boot_id, no
-    C(/proc/vmcore)) with a new complete dump directory under O(path) holding a C(vmcore). Any
-    other outcome fails the task with what was seen.
+    C(/proc/vmcore)) with a new complete dump directory under O(path) holding a C(vmcore), or, when
+    the capture kernel sent the dump to a dump server (the role's C(kdump_target=ssh)), a new entry
+    in O(path)C(/captures.log) naming the dump on the server. Any other outcome fails the task with
+    what was seen, including the capture's own error from C(captures.log).
   - This module is an action plugin; it runs on the controller and sends shell commands to the host.
 author:
   - fleetboot.kexec developers (@fleetboot)
@@ -158,6 +160,27 @@ downtime:
   returned: success
   type: float
   sample: 128.0
+target:
+  description:
+    - Where the capture kernel put the dump, from its entry in O(path)C(/captures.log) (V(local) or V(ssh));
+      absent when the capture wrote no entry (an older loader).
+  returned: success
+  type: str
+  sample: ssh
+dump_server:
+  description: The dump server that took the dump (C(user@server:port)); then RV(vmcore) and RV(dump_dir) are paths on it.
+  returned: when the dump went to a dump server
+  type: str
+  sample: root@10.0.2.2:22
+remote_error:
+  description: Why a dump meant for the dump server was saved locally (the capture kernel says it on its console too).
+  returned: when the dump fell back to a local one
+  type: str
+  sample: "dump server root@10.0.2.2:22: ssh exited 255: ssh: connect to host 10.0.2.2 port 22: Connection refused (20 attempts in 60 s)"
+capture_record:
+  description: The capture's own report, as save-vmcore logged it in O(path)C(/captures.log) (method, compression, sizes, seconds...).
+  returned: when the capture logged one
+  type: dict
 crash_loaded_after:
   description:
     - Whether a crash kernel is loaded again on the new boot (the C(fleetboot.kexec.kdump) role's unit loads

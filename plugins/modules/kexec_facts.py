@@ -35,7 +35,21 @@ attributes:
     support: none
   facts:
     support: full
-options: {}
+options:
+  crashkernel:
+    description:
+      - A C(crashkernel=) value (V(256M), V(1G-64G:256M,64G-:512M)...) to check against the estimate of what
+        the capture kernel needs on this host (RV(ansible_facts.kexec.crash_estimate.check)). Nothing is
+        refused here; the C(fleetboot.kexec.kdump) role refuses a value that is too small.
+    type: str
+  crash_kernel:
+    description:
+      - The capture kernel the estimate is for; the running release's image in C(/boot) by default.
+    type: path
+  crash_initrd:
+    description:
+      - The capture kernel's initrd; the running release's in C(/boot) by default.
+    type: path
 notes:
   - Root is needed because the kernel hides the addresses in C(/proc/iomem) from other users; the
     module fails saying so.
@@ -108,6 +122,71 @@ ansible_facts:
           description: Whether a crash (kdump) kernel is loaded (C(/sys/kernel/kexec_crash_loaded) is 1).
           type: bool
           sample: false
+        crash_size:
+          description:
+            - Bytes the kernel reserved for a crash kernel, as it reports them (C(/sys/kernel/kexec/crash_size) on
+              newer kernels, else C(/sys/kernel/kexec_crash_size)); V(null) when neither exists.
+          type: int
+          sample: 268435456
+        crash_hotplug:
+          description:
+            - Whether the kernel updates a loaded crash kernel's core header itself after CPU or memory
+              hotplug (C(/sys/devices/system/cpu/crash_hotplug), C(/sys/devices/system/memory/crash_hotplug)
+              read 1; Linux 6.5+ with CONFIG_CRASH_HOTPLUG). V(null) when the file does not exist. Where it
+              is not V(true) the C(fleetboot.kexec.kdump) role's udev rule reloads the crash kernel.
+          type: dict
+          contains:
+            cpu:
+              description: For CPU hotplug.
+              type: bool
+            memory:
+              description: For memory hotplug.
+              type: bool
+        crash_estimate:
+          description:
+            - What the capture environment needs on this host, in bytes (see C(crash/sizing.py)), for
+              O(crash_kernel) and O(crash_initrd); V(null) when the kernel cannot be read
+              (RV(ansible_facts.kexec.crash_estimate_error) says why).
+            - The larger of booting (kernel, initrd, initramfs unpacked) and saving (kernel, capture userspace,
+              makedumpfile's two page bitmaps over the host's RAM), plus the loader's 2 MiB.
+          type: dict
+          contains:
+            ram:
+              description: Bytes of RAM the dump covers (the memory map's System RAM).
+              type: int
+            kernel:
+              description: The kernel's size in memory (a bzImage's init_size).
+              type: int
+            initrd:
+              description: The initrd's size.
+              type: int
+            initrd_unpacked:
+              description: Estimated size of the unpacked initramfs (compressed parts at 3x).
+              type: int
+            makedumpfile_bitmaps:
+              description: makedumpfile's two bitmaps of one bit per page of RAM.
+              type: int
+            capture_userspace:
+              description: The capture userspace's allowance (systemd, udev, python3, ssh, makedumpfile's buffers).
+              type: int
+            needed:
+              description: Bytes the reservation should hold.
+              type: int
+            suggested_crashkernel:
+              description: A C(crashkernel=) size holding RV(ansible_facts.kexec.crash_estimate.needed).
+              type: str
+              sample: 192M
+            reserved:
+              description: Size of the current crash region, or V(null) when none is reserved.
+              type: int
+            check:
+              description:
+                - With O(crashkernel), whether it reserves enough on this host, as C(value), C(bytes), C(enough)
+                  (V(null) when the value cannot be read) and C(message) (when it is too small, naming the size to use).
+              type: dict
+        crash_estimate_error:
+          description: Why RV(ansible_facts.kexec.crash_estimate) is V(null).
+          type: str
         crash_region:
           description:
             - The memory reserved with C(crashkernel=) for a crash kernel (the largest one when there
@@ -250,6 +329,8 @@ from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.records impo
 BOOT_ID = "proc/sys/kernel/random/boot_id"
 # Kernel images by name: vmlinuz-<release> (x86, arm64), vmlinux-<release> (ppc64el's ELF kernels).
 KERNEL_PREFIXES = ("vmlinuz-", "vmlinux-")
+CPU_CRASH_HOTPLUG = "sys/devices/system/cpu/crash_hotplug"
+MEMORY_CRASH_HOTPLUG = "sys/devices/system/memory/crash_hotplug"
 # initrd names by distribution: Debian/Ubuntu, Fedora/RHEL (dracut), SUSE.
 INITRD_PATTERNS = ("initrd.img-%s", "initramfs-%s.img", "initrd-%s")
 # Symbols that exist only when the kernel was built with the syscall (any arch prefix).
@@ -324,13 +405,39 @@ def offered_syscalls(host, sysroot):
     return out
 
 
-def gather(sysroot="/"):
+def read_flag(sysroot, rel):
+    """True/False for a 1/0 file under ``sysroot``, None when it is missing or says something else."""
+    text = read_text(sysroot, rel)
+    return {"1": True, "0": False}.get(text)
+
+
+def estimate(host, sysroot, kernels, crashkernel=None, kernel=None, initrd=None):
+    """(crash_estimate, error): the capture environment's needs for ``kernel``/``initrd`` (the running
+    release's by default)."""
+    running = [k for k in kernels if k["release"] == host.release]
+    kernel = kernel or (running[0]["kernel"] if running else None)
+    if initrd is None and running:
+        initrd = running[0]["initrd"]
+    if not kernel:
+        return None, "no kernel image for the running release %s in /boot" % host.release
+    if sysroot not in ("/", "") and not kernel.startswith(sysroot):
+        kernel = os.path.join(sysroot, kernel.lstrip("/"))
+        initrd = os.path.join(sysroot, initrd.lstrip("/")) if initrd else None
+    try:
+        return loader.crash_estimate(host, kernel, initrd, crashkernel), None
+    except KexecError as err:
+        return None, str(err)
+
+
+def gather(sysroot="/", crashkernel=None, crash_kernel=None, crash_initrd=None):
     """The kexec fact for the host under ``sysroot``; raises KexecError when it cannot be read."""
     host = Host.read(sysroot)
     boot_id = read_text(sysroot, BOOT_ID)
     region = host.crash_region
     loaded = bool(host.kexec_loaded)
     crash_loaded = bool(host.kexec_crash_loaded)
+    kernels = installed_kernels(sysroot)
+    crash_estimate, estimate_error = estimate(host, sysroot, kernels, crashkernel, crash_kernel, crash_initrd)
     return {
         "arch": host.arch,
         "page_size": host.page_size,
@@ -347,7 +454,11 @@ def gather(sysroot="/"):
         "kexec_load_disabled": host.kexec_load_disabled,
         "syscalls": offered_syscalls(host, sysroot),
         "auto_method": loader.status(host)["auto_method"],
-        "installed_kernels": installed_kernels(sysroot),
+        "installed_kernels": kernels,
+        "crash_size": host.kexec_crash_size,
+        "crash_hotplug": {"cpu": read_flag(sysroot, CPU_CRASH_HOTPLUG), "memory": read_flag(sysroot, MEMORY_CRASH_HOTPLUG)},
+        "crash_estimate": crash_estimate,
+        "crash_estimate_error": estimate_error,
         "loaded_image": loaded_record(sysroot, "normal", boot_id, loaded),
         "loaded_crash_image": loaded_record(sysroot, "crash", boot_id, crash_loaded),
     }
@@ -355,11 +466,13 @@ def gather(sysroot="/"):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(sysroot=dict(type="path", default="/")),
+        argument_spec=dict(sysroot=dict(type="path", default="/"), crashkernel=dict(type="str"),
+                           crash_kernel=dict(type="path"), crash_initrd=dict(type="path")),
         supports_check_mode=True,
     )
+    p = module.params
     try:
-        facts = gather(module.params["sysroot"])
+        facts = gather(p["sysroot"], p["crashkernel"], p["crash_kernel"], p["crash_initrd"])
     except KexecError as err:
         module.fail_json(msg=str(err))
     module.exit_json(changed=False, ansible_facts={"kexec": facts})

@@ -6,7 +6,10 @@ check mode (nothing changes) -> the role (memory reserved by a *kexec* reboot, c
 loaded by the unit) -> a second run (no change) -> a crash image too big for the region (refused
 with both sizes) -> optionally kdump_enabled: false (all removed, nothing loaded, twice for no
 change) -> a real sysrq crash through the role's kdump_test (which turns kdump on again, without a
-reboot: the memory is still reserved) -> the dump checked on the controller with readelf.
+reboot: the memory is still reserved) -> the dump checked: an ELF sparse copy on the controller
+with readelf (its PT_LOADs cover the RAM), or makedumpfile's filtered, compressed dump (the
+role's default, installed by it: at least 5x smaller than the RAM it covers, and read again on
+the VM by `makedumpfile --dump-dmesg`, an independent reader of the saved file).
 
 The capture kernel reboots through the firmware, as kdump does; the lab then boots QEMU's own
 -kernel/-append again (no crashkernel=), which is why the crash comes last: on a real host the
@@ -14,16 +17,20 @@ boot loader, whose grub.cfg the role updated, would reserve it again.
 """
 
 import base64
+import glob
 import json
 import os
 import re
 import subprocess
+import time
 
 from .conftest import BIN, REPO
 
 COLLECTIONS = os.path.join(REPO, ".build", "collections")
 PLAYBOOK = os.path.join(REPO, "kdump.yml")
 VM = "vm1"
+# The dump directories under /var/crash (beside them: captures.log, save-vmcore's record).
+DUMP_DIRS = "find /var/crash -mindepth 1 -maxdepth 1 -type d -printf '%f\\n' 2>/dev/null || true"
 # What the x86 kernel itself keeps out of a kexec_file_load crash header.
 LOW_RESERVED = 1 << 20
 
@@ -93,11 +100,13 @@ def union(pairs):
     return out
 
 
-def run_kdump_story(fleet, tmp_path, method, disable_round=False):
+def run_kdump_story(fleet, tmp_path, method, disable_round=False, makedumpfile="auto"):
+    """The story; ``makedumpfile`` is the role's kdump_makedumpfile (auto: installed and used)."""
     pid = fleet.vm(VM).pid
     assert "crashkernel=" not in sh(fleet, "cat /proc/cmdline")
     boot0 = sh(fleet, "cat /proc/sys/kernel/random/boot_id").strip()
-    args = ["-e", "kdump_method=%s" % method, "-e", "kdump_reboot_ok=true"]
+    args = ["-e", "kdump_method=%s" % method, "-e", "kdump_reboot_ok=true", "-e", "kdump_makedumpfile=%s" % makedumpfile]
+    assert sh(fleet, "command -v makedumpfile || echo none").strip() == "none", "the lab image has no makedumpfile"
 
     # Check mode: predicts changes, makes none (no file, no reboot, nothing loaded).
     rc, out = playbook(fleet, *args, check=True)
@@ -111,6 +120,15 @@ def run_kdump_story(fleet, tmp_path, method, disable_round=False):
     # The role: crashkernel= for the boot loader, applied now by a kexec reboot (no firmware).
     rc, out = playbook(fleet, *args)
     assert rc == 0, out
+    installed = sh(fleet, "command -v makedumpfile || echo none; dpkg-query -W -f '${Status}' kexec-tools 2>/dev/null "
+                          "| grep -c 'ok installed' || true").split()
+    if makedumpfile == "never":
+        assert installed == ["none", "0"], installed
+        assert "dumps by sparse-copy to /var/crash" in out, out
+    else:
+        # Installed by the role, without Debian's recommends (kexec-tools would be a second loader).
+        assert installed == ["/usr/bin/makedumpfile", "0"], installed
+        assert re.search(r"dumps by makedumpfile 1\.\d+\.\d+ \(-d 31,\s+(lzo|zstd)\) to /var/crash", out), out
     assert fleet.vm(VM).firmware_reset_count() == 0 and fleet.vm(VM).pid == pid and fleet.vm(VM).running()
     assert sh(fleet, "cat /proc/sys/kernel/random/boot_id").strip() != boot0
     cmdline = sh(fleet, "cat /proc/cmdline")
@@ -161,19 +179,24 @@ def run_kdump_story(fleet, tmp_path, method, disable_round=False):
 
 def crash_and_check_dump(fleet, tmp_path, args, iomem, region, pid, low_reserved=0):
     """Crash the VM through the role's kdump_test, and check what the capture kernel saved: one
-    new dump, its dmesg.txt with the sysrq line, and an ELF header whose PT_LOADs cover the RAM
-    /proc/iomem showed outside the crash region (from ``low_reserved`` up: x86's kexec_file_load
-    leaves the low 1 MiB out, Linux 5.13+ reserves it)."""
-    dumps_before = sh(fleet, "ls /var/crash 2>/dev/null || true").split()
+    new dump, its dmesg.txt with the sysrq line, and either an ELF header whose PT_LOADs cover the
+    RAM /proc/iomem showed outside the crash region (from ``low_reserved`` up: x86's
+    kexec_file_load leaves the low 1 MiB out, Linux 5.13+ reserves it), or makedumpfile's dump
+    (see check_makedumpfile_dump)."""
+    dumps_before = sh(fleet, DUMP_DIRS).split()
     rc, out = playbook(fleet, *(args + ["-e", "kdump_test=true"]))
     assert rc == 0, out
     assert fleet.vm(VM).firmware_reset_count() == 1 and fleet.vm(VM).pid == pid, "the capture kernel reboots through the firmware"
     assert "/proc/vmcore" not in sh(fleet, "ls /proc/vmcore 2>/dev/null || true")
-    dumps = [d for d in sh(fleet, "ls /var/crash").split() if d not in dumps_before]
+    dumps = [d for d in sh(fleet, DUMP_DIRS).split() if d not in dumps_before]
     assert len(dumps) == 1 and not dumps[0].endswith(".incomplete"), dumps
     dump = "/var/crash/" + dumps[0]
     dmesg = sh(fleet, "cat %s/dmesg.txt" % dump)
     assert "sysrq: Trigger a crash" in dmesg and "Kernel panic - not syncing" in dmesg, dmesg[-2000:]
+    size = int(sh(fleet, "stat -c %%s %s/vmcore" % dump))
+    if sh(fleet, "head -c 8 %s/vmcore" % dump) == "KDUMP   ":
+        checked = check_makedumpfile_dump(fleet, dump, size, iomem, region)
+        return dict(checked, dump=dump, vmcore_size=size, out=out)
 
     # The dump's ELF header, read on the controller: its PT_LOADs cover the RAM /proc/iomem showed.
     head = sh(fleet, "head -c 1048576 %s/vmcore | base64 -w0" % dump, timeout=300)
@@ -184,8 +207,46 @@ def crash_and_check_dump(fleet, tmp_path, args, iomem, region, pid, low_reserved
     covered = union((p, p + n) for p, n in loads)
     for start, end in ram:
         assert any(s <= start and end <= e for s, e in covered), (hex(start), hex(end), listing)
-    size = int(sh(fleet, "stat -c %%s %s/vmcore" % dump))
     return {"dump": dump, "vmcore_size": size, "loads": loads, "out": out}
+
+
+def last_capture(fleet):
+    """save-vmcore's report of the last capture (the last line of /var/crash/captures.log)."""
+    return json.loads(sh(fleet, "tail -n 1 /var/crash/captures.log"))
+
+
+def check_makedumpfile_dump(fleet, dump, size, iomem, region):
+    """makedumpfile wrote the dump: filtered and compressed to at most a fifth of the RAM it covers
+    (the RAM outside the crash region), and makedumpfile --dump-dmesg, reading the saved file
+    rather than /proc/vmcore, finds the sysrq line in it."""
+    ram = sum(e - s for s, e in union(system_ram_outside(iomem, region)))
+    assert size * 5 <= ram, "the dump (%d bytes) is not 5x smaller than the RAM it covers (%d bytes)" % (size, ram)
+    report = last_capture(fleet)
+    assert report["method"] == "makedumpfile" and report["path"] == dump, report
+    assert report["compression"] in ("lzo", "zstd") and report["dump_level"] == 31, report
+    assert report["dmesg_source"] == "makedumpfile", report
+    reread = sh(fleet, "rm -f /tmp/reread.txt; makedumpfile --dump-dmesg %s/vmcore /tmp/reread.txt >/dev/null && "
+                       "cat /tmp/reread.txt" % dump, timeout=300)
+    assert "sysrq: Trigger a crash" in reread and "Kernel panic - not syncing" in reread, reread[-2000:]
+    kept, fetch_s = keep_dump(fleet, dump)
+    return {"ram_covered": ram, "ratio": round(ram / float(size), 1), "compression": report["compression"],
+            "capture_seconds": report["seconds"], "source_size": report["source_size"], "memory": report.get("memory"),
+            "kept_for_crash_check": kept, "fetch_seconds": fetch_s}
+
+
+def keep_dump(fleet, dump, keep=2):
+    """Copy the dump to ~/.cache/fleetboot/dumps/ for benchmarks/kdump_crash_check.py, which opens it
+    with `crash` and Debian's debug vmlinux (too big a download for make test: see the README)."""
+    cache = os.path.join(os.path.expanduser("~"), ".cache", "fleetboot", "dumps")
+    os.makedirs(cache, exist_ok=True)
+    release = sh(fleet, "uname -r").strip()
+    local = os.path.join(cache, "%s-%s.vmcore" % (release, os.path.basename(dump)))
+    started = time.monotonic()
+    fleet.get_file(VM, dump + "/vmcore", local + ".part")
+    os.rename(local + ".part", local)
+    for old in sorted(glob.glob(os.path.join(cache, "*.vmcore")), key=os.path.getmtime)[:-keep]:
+        os.unlink(old)
+    return local, round(time.monotonic() - started, 1)
 
 
 def summary_line(result):

@@ -18,6 +18,7 @@ import os
 from xdist.scheduler import LoadFileScheduling
 
 LAB_MINUTES = {
+    "test_kdump_ssh.py": 16,
     "test_kdump_file.py": 15,
     "test_kdump_classic.py": 13,
     "test_kexec_reboot.py": 10,

@@ -1,5 +1,6 @@
 """kdump with the crash kernel loaded by kexec_file_load (the kernel builds the core header): the role on a 2 GiB
-lab VM, then kdump_enabled: false (unloaded, removed) and a real sysrq crash; see kdump_flow.py for the steps."""
+lab VM with its defaults (makedumpfile installed from Debian's mirror and used), then kdump_enabled: false (unloaded,
+removed) and a real sysrq crash leaving a filtered, compressed dump; see kdump_flow.py for the steps."""
 
 import pytest
 

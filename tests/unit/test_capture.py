@@ -14,6 +14,9 @@ from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.dump import 
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.arch import vmcore_memory
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.dump import printk
 
+from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.dump import makedumpfile
+
+from tests.unit import fake_tools
 from tests.unit import vmcore_builder as vb
 
 
@@ -220,28 +223,93 @@ def test_unreadable_log_is_explained_and_the_vmcore_kept(tmp_path, no_tools):
     assert open(os.path.join(final, "vmcore"), "rb").read() == src.read_bytes()
 
 
-def test_makedumpfile_used_when_installed(tmp_path, core, no_tools):
-    log = tmp_path / "args"
-    fake_tool(no_tools, "makedumpfile", 'echo "$@" > %s\nprintf KDUMP > "$5"\n' % log)
+@pytest.fixture
+def mdf(no_tools, tmp_path, monkeypatch):
+    """The fake makedumpfile on PATH (tests/unit/fake_tools.py); returns its call log."""
+    fake_tools.install_makedumpfile(no_tools)
+    log = tmp_path / "mdf.log"
+    monkeypatch.setenv("FAKE_MDF_LOG", str(log))
+    return lambda: [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_makedumpfile_used_when_installed(tmp_path, core, mdf):
     report = capture.save_vmcore(core, str(tmp_path / "crash"), dump_level=17, free_space=plenty, clock=clock())
     out = os.path.join(report["path"], "vmcore")
-    assert log.read_text().split() == ["-l", "-d", "17", core, os.path.join(str(tmp_path / "crash"), STAMP + ".incomplete", "vmcore")]
-    assert open(out, "rb").read() == b"KDUMP"
-    assert report["method"] == "makedumpfile" and report["dump_level"] == 17 and report["bytes_written"] == 5
-    assert report["dmesg_source"] == "fleetboot"
+    work = os.path.join(str(tmp_path / "crash"), STAMP + ".incomplete")
+    # Probed first; lzo is the best this build has (Debian bookworm's 1.7.2: lzo only).
+    assert mdf() == [["-v"], ["-l", "-d", "17", core, os.path.join(work, "vmcore")],
+                     ["--dump-dmesg", core, os.path.join(work, ".dmesg.makedumpfile")]]
+    assert fake_tools.rebuild_fake_dump(open(out, "rb").read()) == open(core, "rb").read()
+    assert report["method"] == "makedumpfile" and report["dump_level"] == 17 and report["compression"] == "lzo"
+    assert report["makedumpfile_version"] == "1.7.2" and report["compression_note"] is None
+    assert report["dmesg_source"] == "makedumpfile"
+    # makedumpfile's log file is gone; capture-dmesg.txt is the capture kernel's own log
+    assert sorted(os.listdir(report["path"])) == ["capture-dmesg.txt", "dmesg.txt", "vmcore"]
+    assert "sysrq: Trigger a crash" in open(os.path.join(report["path"], "dmesg.txt")).read()
 
 
-def test_makedumpfile_failing_falls_back_in_auto_and_fails_in_always(tmp_path, core, no_tools):
-    fake_tool(no_tools, "makedumpfile", 'printf partial > "$5"\necho "makedumpfile: unsupported kernel" >&2\nexit 3\n')
+@pytest.mark.parametrize("features, wanted, flag, name, note", [
+    ("lzo,snappy,zstd", "auto", "-z", "zstd", None),
+    ("", "auto", "-c", "zlib", None),
+    ("lzo", "zstd", "-l", "lzo", "this makedumpfile has no zstd support (it has lzo, zlib)"),
+    ("lzo,snappy", "snappy", "-p", "snappy", None),
+    ("lzo", "none", None, "none", None),
+])
+def test_compression_follows_what_the_build_has(tmp_path, core, mdf, monkeypatch, features, wanted, flag, name, note):
+    monkeypatch.setenv("FAKE_MDF_FEATURES", features)
+    report = capture.save_vmcore(core, str(tmp_path / "crash"), free_space=plenty, clock=clock(), compression=wanted)
+    dump_call = mdf()[1]
+    assert dump_call[0] == flag if flag else dump_call[0] == "-d"
+    assert (report["compression"], report["compression_note"]) == (name, note)
+
+
+def test_makedumpfile_stopped_before_the_disk_fills(tmp_path, core, mdf, monkeypatch):
+    monkeypatch.setenv("FAKE_MDF_SLOW", "30")  # killed long before
+    answers = iter([1 << 30])  # enough to start; then the disk is full while it writes
+
+    def free(path):
+        return next(answers, 1 << 20)
+    dest = tmp_path / "crash"
+    with pytest.raises(capture.CaptureError, match=r"makedumpfile was stopped after writing \d+ bytes with 1048576 bytes left"):
+        capture.save_vmcore(core, str(dest), free_space=free, clock=clock(), min_free=8 << 20)
+    assert os.listdir(str(dest)) == []  # no sparse copy attempted: it would need more room still
+
+
+def test_makedumpfile_out_of_space_by_itself(tmp_path, core, mdf, monkeypatch):
+    monkeypatch.setenv("FAKE_MDF_FAIL", "1")
+    monkeypatch.setenv("FAKE_MDF_MESSAGE", "write_buffer: Can't write the dump file(/var/crash/x). No space left on device")
+    dest = tmp_path / "crash"
+    with pytest.raises(capture.CaptureError, match="not enough space"):
+        capture.save_vmcore(core, str(dest), free_space=plenty, clock=clock(), min_free=0)
+    assert os.listdir(str(dest)) == []
+
+
+def test_makedumpfile_refused_before_writing_without_room(tmp_path, core, mdf):
+    with pytest.raises(capture.CaptureError, match="not enough space"):
+        capture.save_vmcore(core, str(tmp_path / "crash"), free_space=lambda p: 70 << 20, clock=clock())
+    assert [call[0] for call in mdf()] == ["-v"]
+
+
+def test_makedumpfile_failing_falls_back_in_auto_and_fails_in_always(tmp_path, core, mdf, monkeypatch):
+    monkeypatch.setenv("FAKE_MDF_FAIL", "3")
     report = capture.save_vmcore(core, str(tmp_path / "a"), free_space=plenty, clock=clock())
-    assert report["method"] == "sparse-copy"
+    assert report["method"] == "sparse-copy" and report["compression"] is None
     assert "exited 3: makedumpfile: unsupported kernel" in report["makedumpfile_error"]
     assert open(os.path.join(report["path"], "vmcore"), "rb").read() == open(core, "rb").read()
+    assert report["dmesg_source"] == "fleetboot"
     with pytest.raises(capture.CaptureError, match="exited 3"):
         capture.save_vmcore(core, str(tmp_path / "b"), makedumpfile="always", free_space=plenty, clock=clock())
     assert os.listdir(str(tmp_path / "b")) == []
     report = capture.save_vmcore(core, str(tmp_path / "c"), makedumpfile="never", free_space=plenty, clock=clock())
     assert report["method"] == "sparse-copy" and report["makedumpfile_error"] is None
+
+
+def test_version_output_parsed():
+    text = ("makedumpfile: version 1.7.5 (released on 21 Mar 2024)\nlzo\tenabled\nsnappy\tdisabled\n"
+            "zstd\tenabled\n\n")
+    assert makedumpfile.parse_version_output(text) == {"version": "1.7.5", "compressions": ["zstd", "lzo", "zlib"]}
+    assert makedumpfile.parse_version_output("makedumpfile: version 1.6.7 (released on 16 Jan 2020)\n") == {
+        "version": "1.6.7", "compressions": ["zlib"]}
 
 
 def test_makedumpfile_always_without_it(tmp_path, core, no_tools):

@@ -11,7 +11,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PKG_DIR = os.path.join(REPO, "plugins", "module_utils", "kexec")
 PKG = "kexec"
 #: Optional modules a host may have, each imported only inside try/except ImportError.
-OPTIONAL = {"zstandard": ("core/decompress.py", "core/initramfs.py")}
+# Imports a file may try, with a fallback: zstandard when installed; receive.py installed alone on
+# a dump server imports its sibling flat.py by plain name there.
+OPTIONAL = {"zstandard": ("core/decompress.py", "core/initramfs.py"), "flat": ("dump/receive.py",)}
 HEADER = "# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)"
 
 

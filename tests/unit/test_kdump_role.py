@@ -38,7 +38,7 @@ def test_every_variable_is_documented_with_its_default():
 
 def test_every_variable_the_role_reads_is_a_default():
     used = set(re.findall(r"(?<![.\w])kdump_[a-z_]+\b", _role_text()))
-    used -= {"kdump_test_result"}  # the fact the role sets
+    used -= {"kdump_test_result", "kdump_result"}  # the facts the role sets
     assert used <= set(_yaml("defaults", "main.yml")), sorted(used - set(_yaml("defaults", "main.yml")))
 
 
@@ -110,3 +110,45 @@ def test_firmware_reset_mark_split_across_reads_counts_once(tmp_path):
     head = b"x" * ((1 << 20) - 5)
     log.write_bytes(head + FIRMWARE_RESET_MARK + b"\n" + FIRMWARE_RESET_MARK + b"\n")
     assert firmware_reset_count(str(log)) == 2
+
+
+def _render(name, **variables):
+    import jinja2  # pylint: disable=import-outside-toplevel  # controller-side, comes with ansible-core
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(ROLE, "templates")), trim_blocks=True,
+                             undefined=jinja2.StrictUndefined)
+    defaults = _yaml("defaults", "main.yml")
+    defaults.update(_kdump_cli="/usr/sbin/fleetboot-kexec", _kdump_kernel="/boot/vmlinuz-%v", _kdump_initrd="/boot/initrd.img-%v",
+                    _kdump_crashkernel="256M", _kdump_known_hosts="/etc/fleetboot/kdump-known-hosts",
+                    inventory_hostname="vm1")
+    defaults.update(variables)
+    return env.get_template(name).render(**defaults)
+
+
+def test_reload_after_hotplug_loads_the_same_way_without_unloading_first():
+    unit = _render("fleetboot-kdump-load.service.j2")
+    start = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    reload_ = [line for line in unit.splitlines() if line.startswith("ExecReload=")]
+    assert len(start) == 1 and reload_[0] == "ExecReload=/bin/sleep 3"
+    assert reload_[1].split("=", 1)[1] == start[0].split("=", 1)[1]  # the very same load, which replaces the old one
+    rules = _render("fleetboot-kdump.rules.j2")
+    active = [line for line in rules.splitlines() if line and not line.startswith("#")]
+    assert 'SUBSYSTEM=="cpu", ACTION=="add|remove|online|offline", GOTO="fleetboot_kdump_cpu"' in active
+    assert 'SUBSYSTEM=="memory", ACTION=="add|remove|online|offline", GOTO="fleetboot_kdump_memory"' in active
+    for kind in ("cpu", "memory"):
+        # Where the kernel updates the header itself (crash_hotplug reads 1), nothing is reloaded.
+        assert any('TEST=="/sys/devices/system/%s/crash_hotplug"' % kind in line and 'RESULT=="1"' in line
+                   and 'GOTO="fleetboot_kdump_end"' in line for line in active), kind
+    runs = [line for line in active if "RUN+=" in line]
+    assert runs == ['RUN+="/bin/systemctl --no-block try-reload-or-restart fleetboot-kdump-load.service"']
+
+
+def test_capture_unit_waits_for_the_network_only_for_a_dump_server():
+    local = _render("fleetboot-kdump-capture.service.j2")
+    assert "network-online.target" not in local and "$KDUMP_TARGET_ARGS" in local
+    remote = _render("fleetboot-kdump-capture.service.j2", kdump_target="ssh")
+    assert "Wants=network-online.target" in remote and "After=network-online.target" in remote
+    conf = _render("kdump.conf.j2", kdump_target="ssh", kdump_ssh_server="10.0.2.2", kdump_ssh_port=2222)
+    assert ('KDUMP_TARGET_ARGS="--target ssh --ssh root@10.0.2.2 --ssh-port 2222 --ssh-key /etc/fleetboot/kdump_id_ed25519 '
+            '--ssh-known-hosts /etc/fleetboot/kdump-known-hosts --ssh-wait 60 --host-name vm1"') in conf
+    assert 'KDUMP_TARGET_ARGS="--target local"' in _render("kdump.conf.j2")
+    assert "KDUMP_COMPRESSION=auto" in conf

@@ -23,9 +23,10 @@ import sys
 
 from . import arch as _arch
 from .core.entropy import kernel_random
-from .core.initramfs import check_initramfs
+from .core.initramfs import check_initramfs, plain_prefix
 from .cmdline import encode_cmdline
 from .core.mapped import MappedFile
+from .crash import sizing as _sizing
 from .crash.fit import check_fits
 from .errors import HostError, ImageFormatError, KexecError, PlanError, SignatureError, SyscallError
 from .host import Host
@@ -519,6 +520,31 @@ def status(host):
         "classic_refused": reason,
         "classic_refusal_is_hard": hard if reason else None,
     }
+
+
+def crash_estimate(host, kernel, initrd=None, crashkernel=None, stages=None):
+    """What a capture kernel booted from ``kernel`` and ``initrd`` needs on this host (see
+    crash/sizing.py), and, given a ``crashkernel`` value, whether it reserves enough (``check``)."""
+    stages = stages or DEFAULT_STAGES
+    image = MappedFile(kernel, "kernel")
+    try:
+        kernel_bytes = stages.kernel_need(image.map, host)
+    finally:
+        image.close()
+    initrd_bytes = plain = 0
+    if initrd:
+        ramdisk = MappedFile(initrd, "initrd")
+        try:
+            initrd_bytes, plain = ramdisk.size, plain_prefix(ramdisk.map)
+        finally:
+            ramdisk.close()
+    memory_map = _get(host, "memory_map")
+    est = _sizing.estimate(memory_map.total_ram(), kernel_bytes, initrd_bytes, plain, _get(host, "page_size") or 4096)
+    est.update(kernel_path=kernel, initrd_path=initrd)
+    region = _get(host, "crash_region")
+    est["reserved"] = region.size if region is not None else None
+    est["check"] = _sizing.check_reservation(est, crashkernel) if crashkernel else None
+    return est
 
 
 def file_sha256(path, what="file"):

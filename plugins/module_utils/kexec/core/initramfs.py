@@ -269,3 +269,17 @@ def check_initramfs(buf, path):
                              "(update-initramfs -u -k <version>), nothing was loaded"
                              % (path, parts - 1, pos, head.hex()))
     return "cpio"
+
+
+def plain_prefix(buf):
+    """Bytes at the start of an initramfs that are uncompressed cpio archives (Debian's CPU
+    microcode); the rest, from there on, is compressed.  A malformed start counts as compressed."""
+    view = _view(buf)
+    end = len(view)
+    pos = _skip_zeros(view, 0, end)
+    while pos < end and bytes(view[pos:pos + 6]) in (NEWC, CRC):
+        try:
+            pos = _skip_zeros(view, walk_cpio(view, pos, end, "initrd"), end)
+        except InitramfsError:
+            return 0
+    return pos

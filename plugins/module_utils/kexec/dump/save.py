@@ -5,12 +5,13 @@
 
 After a panic the capture kernel exposes the crashed kernel's memory as ``/proc/vmcore``; a
 systemd unit runs ``save-vmcore``, which writes ``<dest>/<UTC time>.incomplete/vmcore``,
-``dmesg.txt`` (the crashed kernel's log) and ``capture-dmesg.txt`` (its own) and only then renames the directory to ``<dest>/<UTC time>``: a directory without
-the suffix is always a complete dump.
+``dmesg.txt`` (the crashed kernel's log) and ``capture-dmesg.txt`` (its own) and only then renames
+the directory to ``<dest>/<UTC time>``: a directory without the suffix is always a complete dump.
 
-The vmcore is written by ``makedumpfile`` when it is installed (it drops free and cache pages and
-compresses), else by our own sparse copy: zero 4 KiB blocks become holes, the free space of the
-destination is checked before and during the copy, and the result's size is verified.
+The vmcore is written by ``makedumpfile`` when it is installed (it drops the page types the dump
+level names and compresses with the best method the build has, see makedumpfile.py; the free space
+is watched while it writes), else by our own sparse copy: zero 4 KiB blocks become holes, the free
+space of the destination is checked before and during the copy, and the result's size is verified.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -26,6 +27,7 @@ import time
 
 from ..arch import vmcore_memory
 from ..errors import KexecError
+from . import makedumpfile as _mdf
 from . import printk as _printk
 from . import DEFAULT_DEST, DEFAULT_DUMP_LEVEL, DEFAULT_VMCORE, MAKEDUMPFILE_MODES
 
@@ -143,22 +145,35 @@ def sparse_copy(src, dst, free_space=free_bytes, min_free=DEFAULT_MIN_FREE, chun
     return {"size": size, "bytes_written": written}
 
 
-def _run_makedumpfile(exe, src, dst, dump_level, run):
+def _makedumpfile(exe, src, dst, dump_level, compression, free_space, min_free, run):
+    """Write ``dst`` with makedumpfile; (report fields, error or None).  Raises CaptureError when
+    the destination ran out of space: the sparse copy would need more still."""
+    tool = _mdf.probe(exe, run)
+    if tool is None:
+        return {}, "%s -v did not run or printed no version: not a usable makedumpfile" % exe
+    name, flag, note = _mdf.choose_compression(tool["compressions"], compression)
+    dest_dir = os.path.dirname(os.path.abspath(dst))
+    available = free_space(dest_dir)
+    if available - min_free < CHUNK:
+        raise _no_space(dest_dir, CHUNK + min_free, available, 0, os.path.getsize(src), min_free)
     try:
-        proc = run([exe, "-l", "-d", str(dump_level), src, dst], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    except OSError as err:
-        return "cannot run %s: %s" % (exe, err)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout or b"").decode("utf-8", "replace").strip().splitlines()[-3:]
-        return "%s exited %d: %s" % (exe, proc.returncode, " / ".join(tail) or "no message")
-    if not os.path.isfile(dst) or os.path.getsize(dst) == 0:
-        return "%s exited 0 but wrote no dump" % exe
-    return None
+        error = _mdf.write_file(_mdf.dump_argv(exe, src, dump_level, flag, dst), dst, free_space, min_free)
+    except _mdf.SpaceExhausted as full:
+        raise CaptureError("not enough space on %s for the dump: makedumpfile was stopped after writing %d bytes "
+                           "with %d bytes left (%d kept free); free space there or choose another --dest"
+                           % (dest_dir, full.args[0], full.args[1], min_free))
+    return {"makedumpfile_version": tool["version"], "compression": name, "compression_note": note}, error
 
 
-def _dmesg_text(src, which, run):
-    """(text, source, error) for dmesg.txt: vmcore-dmesg when installed, else our own reader."""
+def _dmesg_text(src, which, run, makedumpfile=None, workdir=None):
+    """(text, source, error) for dmesg.txt: makedumpfile --dump-dmesg when it wrote the dump, else
+    vmcore-dmesg when installed, else our own reader."""
     errors = []
+    if makedumpfile:
+        text, error = _mdf.read_dmesg(makedumpfile, src, workdir, run)
+        if text is not None:
+            return text, "makedumpfile", None
+        errors.append(error)
     exe = which("vmcore-dmesg")
     if exe:
         try:
@@ -252,19 +267,22 @@ def prune(dest, keep, protect=None):
 
 def save_vmcore(vmcore=DEFAULT_VMCORE, dest=DEFAULT_DEST, makedumpfile="auto", dump_level=DEFAULT_DUMP_LEVEL,
                 keep=None, free_space=free_bytes, which=shutil.which, run=subprocess.run, clock=time.time,
-                min_free=DEFAULT_MIN_FREE, chunk_size=CHUNK, kmsg=None):
+                min_free=DEFAULT_MIN_FREE, chunk_size=CHUNK, kmsg=None, compression="auto"):
     """Save ``vmcore`` and its kernel log under ``dest``; returns a plain dict describing the dump.
 
     ``capture-dmesg.txt`` beside them holds the capture kernel's own log (``kmsg``): where it ran
     and what it found, for when the capture boot itself needs explaining.
 
     ``makedumpfile``: ``auto`` uses it when installed (falling back to the sparse copy when it
-    fails), ``always`` requires it, ``never`` always copies.  ``keep=N`` then removes the oldest
-    complete dumps beyond N.  ``free_space``, ``which``, ``run`` and ``clock`` are for tests.
+    fails for any reason but space), ``always`` requires it, ``never`` always copies; ``compression``
+    is one of makedumpfile.COMPRESSIONS.  ``keep=N`` then removes the oldest complete dumps beyond N.
+    ``free_space``, ``which``, ``run`` and ``clock`` are for tests.
     """
     started = clock()
     if makedumpfile not in MAKEDUMPFILE_MODES:
         raise CaptureError("makedumpfile must be one of %s, not %r" % (", ".join(MAKEDUMPFILE_MODES), makedumpfile))
+    if compression not in _mdf.COMPRESSIONS:
+        raise CaptureError("compression must be one of %s, not %r" % (", ".join(_mdf.COMPRESSIONS), compression))
     if keep is not None and keep < 1:
         raise CaptureError("keep must be at least 1 (the dump just written is always kept), not %d" % keep)
     if not 0 <= dump_level <= 31:
@@ -282,10 +300,13 @@ def save_vmcore(vmcore=DEFAULT_VMCORE, dest=DEFAULT_DEST, makedumpfile="auto", d
     name = _unique_name(dest, time.strftime("%Y-%m-%d-%H:%M:%S", time.gmtime(started)))
     work = os.path.join(dest, name + INCOMPLETE)
     os.mkdir(work, 0o700)
-    report = {"path": os.path.join(dest, name), "vmcore": vmcore, "makedumpfile_error": None}
+    report = {"path": os.path.join(dest, name), "vmcore": vmcore, "makedumpfile_error": None, "compression": None}
     try:
         out = os.path.join(work, "vmcore")
-        failure = _run_makedumpfile(exe, vmcore, out, dump_level, run) if exe else None
+        failure = None
+        if exe:
+            fields, failure = _makedumpfile(exe, vmcore, out, dump_level, compression, free_space, min_free, run)
+            report.update(fields)
         if exe and failure is None:
             report.update(method="makedumpfile", dump_level=dump_level, source_size=os.path.getsize(vmcore),
                           bytes_written=os.path.getsize(out))
@@ -293,7 +314,7 @@ def save_vmcore(vmcore=DEFAULT_VMCORE, dest=DEFAULT_DEST, makedumpfile="auto", d
             if failure is not None:
                 if makedumpfile == "always":
                     raise CaptureError(failure)
-                report["makedumpfile_error"] = failure
+                report.update(makedumpfile_error=failure, compression=None)
                 if os.path.exists(out):
                     os.unlink(out)
             copied = sparse_copy(vmcore, out, free_space=free_space, min_free=min_free, chunk_size=chunk_size)
@@ -301,7 +322,8 @@ def save_vmcore(vmcore=DEFAULT_VMCORE, dest=DEFAULT_DEST, makedumpfile="auto", d
         st = os.stat(out)
         report["size"] = st.st_size
         report["disk_bytes"] = st.st_blocks * 512
-        text, source, error = _dmesg_text(vmcore, which, run)
+        reader = exe if report["method"] == "makedumpfile" else None
+        text, source, error = _dmesg_text(vmcore, which, run, reader, work)
         _write_text(os.path.join(work, "dmesg.txt"), text)
         report["dmesg_source"] = source
         report["dmesg_error"] = error

@@ -1,5 +1,7 @@
 """The kdump_crash action: refusals, the crash, the wait through the capture kernel, the dump."""
 
+import json
+
 import pytest
 
 from ansible.errors import AnsibleConnectionFailure
@@ -16,8 +18,9 @@ OLD_DUMP = "/var/crash/2026-11-21-09:00:00"
 
 
 class Up:
-    def __init__(self, boot_id, crash_loaded=True, vmcore=False, files=()):
+    def __init__(self, boot_id, crash_loaded=True, vmcore=False, files=(), captures=()):
         self.boot_id, self.crash_loaded, self.vmcore, self.files = boot_id, crash_loaded, vmcore, files
+        self.captures = captures
 
 
 DOWN = None
@@ -60,8 +63,9 @@ class FakeHost:
         assert cmd == action.probe_command("/var/crash"), cmd
         m = action.MARK
         files = "\n".join("%d %s" % (size, path) for size, path in state.files)
+        log = "\n".join([str(len(state.captures))] + [json.dumps(c) for c in state.captures[-3:]])
         out = "\n".join([m, state.boot_id, m, RELEASE, m, "1" if state.crash_loaded else "0", m,
-                         "vmcore" if state.vmcore else "", m, files, m]) + "\n"
+                         "vmcore" if state.vmcore else "", m, files, m, log, m]) + "\n"
         return {"rc": 0, "stdout": out, "stderr": ""}
 
 
@@ -237,3 +241,48 @@ def test_parse_dumps(text, expected):
 
 def test_probe_command_quotes_the_path():
     assert "'/var/my crash'" in action.probe_command("/var/my crash")
+
+
+OLD_CAPTURE = {"target": "local", "path": OLD_DUMP, "size": 1000}
+SERVER_DUMP = "/srv/crash/vm1-2026-11-22-10:00:00"
+
+
+def test_a_dump_sent_to_the_dump_server_counts():
+    sent = {"target": "ssh", "server": "root@10.0.2.2:2222", "path": SERVER_DUMP, "size": 41234567,
+            "remote_error": None, "method": "makedumpfile"}
+    timeline = crash_timeline(files=OLD_FILES)
+    timeline[-1] = (float("inf"), Up(NEW, files=OLD_FILES, captures=(OLD_CAPTURE, sent)))
+    plugin, res = run(FakeHost(Up(OLD, files=OLD_FILES, captures=(OLD_CAPTURE,)), timeline))
+    assert not res.get("failed"), res
+    assert (res["target"], res["dump_server"], res["vmcore"], res["vmcore_size"]) == (
+        "ssh", "root@10.0.2.2:2222", SERVER_DUMP + "/vmcore", 41234567)
+    assert res["dmesg"] == SERVER_DUMP + "/dmesg.txt" and res["capture_record"]["method"] == "makedumpfile"
+
+
+def test_a_local_fallback_is_reported(monkeypatch):
+    warnings = []
+    monkeypatch.setattr(action.display, "warning", warnings.append)
+    fell_back = {"target": "local", "path": DUMP, "size": 2040109465,
+                 "remote_error": "dump server root@10.0.2.2:2222: ssh exited 255: Connection refused (20 attempts in 60 s)"}
+    timeline = crash_timeline()
+    timeline[-1] = (float("inf"), Up(NEW, files=NEW_FILES, captures=(OLD_CAPTURE, fell_back)))
+    plugin, res = run(FakeHost(Up(OLD, files=OLD_FILES, captures=(OLD_CAPTURE,)), timeline))
+    assert not res.get("failed"), res
+    assert res["target"] == "local" and res["vmcore"] == DUMP + "/vmcore"
+    assert "Connection refused" in res["remote_error"] and "locally (dump server" in res["msg"]
+    assert any("saved locally" in w for w in warnings)
+
+
+def test_a_capture_that_failed_says_why_at_once():
+    failed = {"error": "not enough space on /var/crash for the dump: ..."}
+    timeline = crash_timeline(files=OLD_FILES)
+    timeline[-1] = (float("inf"), Up(NEW, files=OLD_FILES, captures=(OLD_CAPTURE, failed)))
+    host = FakeHost(Up(OLD, files=OLD_FILES, captures=(OLD_CAPTURE,)), timeline)
+    plugin, res = run(host)
+    assert res["failed"] and "could not save the dump: not enough space" in res["msg"]
+    assert "captures.log" in res["msg"]
+
+
+def test_parse_captures_skips_noise():
+    assert action.parse_captures("") == (0, [])
+    assert action.parse_captures("5\n{\"target\": \"ssh\"}\nnot json\n[1]\n") == (5, [{"target": "ssh"}])
