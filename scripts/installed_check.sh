@@ -18,7 +18,9 @@ if tar -tzf "$tarball" | grep -E '(^|/)(lab|tests/e2e|tests/fixtures|benchmarks|
 fi
 root=$repo/.build/installed
 rm -rf "$root" && mkdir -p "$root"
-"$venv/bin/ansible-galaxy" collection install --no-deps -p "$root" "$tarball" >/dev/null
+# --force: without it ansible-galaxy may find the same version on ANSIBLE_COLLECTIONS_PATH (the
+# repo link) and install nothing.
+"$venv/bin/ansible-galaxy" collection install --force --no-deps -p "$root" "$tarball" >/dev/null
 dest=$root/ansible_collections/fleetboot/kexec
 pipv=$("$venv/bin/python" -c 'import re, ansible_test._internal.python_requirements as m, inspect; print(re.search(r"pip=.(\d+\.\d+)", inspect.getsource(m)).group(1))')
 mkdir -p ~/.ansible/test/cache

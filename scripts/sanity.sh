@@ -6,7 +6,10 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 dest=.build/sanity/ansible_collections/fleetboot/kexec
 rm -rf .build/sanity && mkdir -p "$dest"
-git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t "$dest"
+# Not tests/fixtures/sysroots/: machines' /proc and /sys recorded byte for byte (binary device-tree
+# properties, file names like `auto-boot?`) and the busybox init that recorded some of them; data
+# the tests read, not code, and never part of the built collection (galaxy.yml build_ignore).
+git ls-files -co --exclude-standard -z -- . ':!tests/fixtures/sysroots' | xargs -0 cp --parents -t "$dest"
 # ansible-test bootstraps pip in its sanity venvs from a script it downloads; provide ours.
 pipv=$("$repo/.venv/bin/python" -c 'import re, ansible_test._internal.python_requirements as m, inspect; print(re.search(r"pip=.(\d+\.\d+)", inspect.getsource(m)).group(1))')
 mkdir -p ~/.ansible/test/cache

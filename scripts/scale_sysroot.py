@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Make a recorded x86 host tree look like a host with more RAM: scale_sysroot.py SRC DST --ram-gib N
 
 No lab VM can have a TiB of RAM, but sizing rules must be tested on such hosts.  This copies a

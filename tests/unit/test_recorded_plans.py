@@ -178,7 +178,7 @@ def test_arm64_crash_plan_stays_inside_the_crash_region(sysroot, arm64_inputs, t
     kload = [p for p in kcore.iter_segments() if p["p_type"] == "PT_LOAD" and p["p_paddr"] != (1 << 64) - 1]
     text = max(kload, key=lambda p: p["p_vaddr"])  # above the linear map (Linux 5.4+)
     assert (loads[0]["p_vaddr"], loads[0]["p_paddr"]) == (text["p_vaddr"], text["p_paddr"])
-    ram = [r for r in ram_from_iomem(sysroot)]
+    ram = list(ram_from_iomem(sysroot))
     outside = []
     for lo, hi in ram:
         for s, e in ((lo, min(hi, region[0])), (max(lo, region[1]), hi)):
