@@ -20,14 +20,15 @@ from xdist.scheduler import LoadFileScheduling
 LAB_MINUTES = {
     "test_kdump_ssh.py": 16,
     "test_kdump_file.py": 15,
+    "test_kdump_ppc64le.py": 14,
     "test_kdump_classic.py": 13,
+    "test_upgrade_playbook.py": 12,   # one VM of each architecture
+    "test_kdump_arm64.py": 12,
     "test_kexec_reboot.py": 10,
-    "test_upgrade_playbook.py": 9,
     "test_molecule_kdump.py": 9,
+    "test_kexec_ppc64le.py": 8,
+    "test_kexec_arm64.py": 7,
     "test_molecule_default.py": 6,
-    # Foreign lab files (one VM each, two boots): 2.5 and 2.8 minutes measured beside other VMs.
-    "test_lab_arm64.py": 3,
-    "test_lab_ppc64le.py": 3,
 }
 
 

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from .foreign_lab import answers_ansible_on_the_older_kernel, require_qemu
 from .jump import cli, jump, ship_loader, wait_new_boot
 
 OLD, NEW = "6.1.0-54-arm64", "6.1.0-56-arm64"
@@ -35,6 +36,7 @@ def console(vm):
 
 @pytest.fixture(scope="module")
 def dt_vm(fleet_factory):
+    require_qemu("arm64")
     fleet = fleet_factory("a64-dt", hosts=1, arch="arm64", memory=1024)
     vm = fleet.vms[0]
     ship_loader(fleet, vm.name)
@@ -43,6 +45,7 @@ def dt_vm(fleet_factory):
 
 @pytest.fixture(scope="module")
 def uefi_vm(fleet_factory):
+    require_qemu("arm64")
     fleet = fleet_factory("a64-uefi", hosts=1, arch="arm64", uefi=True, memory=1024)
     vm = fleet.vms[0]
     ship_loader(fleet, vm.name)
@@ -79,8 +82,18 @@ def upgrade(fleet, vm, check_efi):
         assert int(efi.split()[0]) > 0 and efi.split()[-1] == "acpi", efi  # runtime services and ACPI kept
         # Entered by our purgatory, not through the firmware and the EFI stub again.
         after = console(vm).split("kexec_core: Starting new kernel")[-1]
-        assert "EFI stub: Booting" not in after and "Linux version " + NEW.split("-arm64")[0] in after
+        assert "EFI stub: Booting" not in after and "Linux version " + NEW.split("-arm64", maxsplit=1)[0] in after
     return plan, dmesg
+
+
+def test_the_lab_vms_answer_on_the_older_kernel(dt_vm, uefi_vm):
+    """The lab itself: each VM in its inventory group, on the older kernel; QEMU's device tree
+    without EFI on one, the EFI stub with ACPI through AAVMF on the other."""
+    for fleet, vm in (dt_vm, uefi_vm):
+        answers_ansible_on_the_older_kernel(fleet, "arm64")
+    assert run(dt_vm[0], dt_vm[1], "test -e /sys/firmware/efi && echo efi || echo no-efi") == "no-efi"
+    assert run(uefi_vm[0], uefi_vm[1], "test -d /sys/firmware/efi && test -e /sys/firmware/acpi/tables/DSDT "
+                                      "&& echo uefi-acpi") == "uefi-acpi"
 
 
 def test_method_file_is_refused_before_any_syscall(dt_vm):

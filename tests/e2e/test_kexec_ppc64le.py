@@ -8,7 +8,7 @@ after digesting stops in purgatory with its message on the hypervisor console.
 
 import re
 
-from .foreign_lab import require_qemu
+from .foreign_lab import answers_ansible_on_the_older_kernel, require_qemu
 from .jump import cli, halted_in_purgatory, jump, ship_loader, wait_new_boot
 
 OLD, NEW, NEW_4K = "6.1.0-54-powerpc64le", "6.1.0-56-powerpc64le", "6.12.118+deb12-powerpc64le"
@@ -54,6 +54,10 @@ def test_kexec_on_pseries_and_a_halt_in_purgatory(fleet_factory):
     fleet = fleet_factory("ppc64le-kexec", hosts=1, arch="ppc64le")
     vm = fleet.vms[0]
     identity = (vm.pid, vm.start_time)
+    # The lab itself first: Ansible reaches the VM in its group, booted by SLOF on the older kernel.
+    answers_ansible_on_the_older_kernel(fleet, "ppc64le")
+    with open(vm.serial_log, "rb") as f:
+        assert b"SLOF" in f.read()
     assert read(fleet, vm, "command -v kexec || echo absent; uname -r; getconf PAGESIZE").split() == \
         ["absent", OLD, "65536"]
     ship_loader(fleet, vm.name)

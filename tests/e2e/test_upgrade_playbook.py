@@ -1,9 +1,13 @@
-"""kexec-upgrade.yml against a lab fleet of 3 VMs: check mode, a load failure that stops the roll,
-the real roll in two batches (data written before the jump survives it), and a second run.
+"""kexec-upgrade.yml against a mixed lab fleet, one inventory: vm1 x86_64, vm2 arm64, vm3 ppc64le
+(each on Debian's 6.1.0-54 kernel of its architecture, upgraded to 6.1.0-56 by kexec; arm64 and
+ppc64le through kexec_load and our purgatory, the only way on Debian's kernels there). Check mode,
+a load failure that stops the roll, the real roll in two batches (data written before the jump
+survives it), and a second run.
 
 One fleet serves the whole file, in this order, to save boots (a boot and a jump each take about
-35 s under TCG): check mode and the failed load leave every VM on 6.1.0-54 without a reboot, so
-the real roll still starts from there.
+35 s under TCG): check mode and the failed load leave every VM on its old kernel without a
+reboot, so the real roll still starts from there. Each architecture's target release comes from
+its inventory group (lab_x86_64, lab_arm64, lab_ppc64le), as a mixed fleet sets it.
 """
 
 import hashlib
@@ -15,11 +19,15 @@ import textwrap
 
 import pytest
 
+from lab import arches
+
 from .conftest import BIN, REPO
 
 COLLECTIONS = os.path.join(REPO, ".build", "collections")
-OLD = "6.1.0-54-amd64"
-NEW = "6.1.0-56-amd64"
+ARCHES = ("x86_64", "arm64", "ppc64le")
+# Per VM (vm1, vm2, vm3 in ARCHES order): the boot kernel and the one the roll moves it to.
+OLD = {"vm%d" % (i + 1): arches.get(a).kernels[0] for i, a in enumerate(ARCHES)}
+NEW = {"vm%d" % (i + 1): arches.get(a).kernels[1] for i, a in enumerate(ARCHES)}
 PLAYBOOK = os.path.join(REPO, "kexec-upgrade.yml")
 ROLL_PLAY = "PLAY [Roll hosts onto a new kernel by kexec]"
 # Written by the pre-jump hook: one file fsync'ed by a task, one left in the page cache by a service.
@@ -30,20 +38,29 @@ UNSYNCED_LINES = 200000
 
 @pytest.fixture(scope="module")
 def fleet(fleet_factory):
-    fleet = fleet_factory("u-roll", hosts=3)
+    fleet = fleet_factory("u-roll", hosts=1, arch=",".join(ARCHES))
     yield fleet
     fleet.down()
 
 
-def run(fleet, tmp_path, *extra, inventories=(), check=False, timeout=1200):
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory):
+    """An inventory that gives each architecture's group its target release."""
+    path = tmp_path_factory.mktemp("releases") / "releases.yml"
+    path.write_text("".join("%s:\n  vars:\n    kexec_upgrade_release: %s\n" % (arches.get(a).group, arches.get(a).kernels[1])
+                            for a in ARCHES))
+    return path
+
+
+def run(fleet, tmp_path, releases, *extra, inventories=(), check=False, timeout=1800):
     """ansible-playbook kexec-upgrade.yml over the fleet: (exit status, output, {host: summary row})."""
     summary = tmp_path / "summary.json"
     if summary.exists():
         summary.unlink()
-    cmd = [os.path.join(BIN, "ansible-playbook"), "-i", fleet.inventory]
+    cmd = [os.path.join(BIN, "ansible-playbook"), "-i", fleet.inventory, "-i", str(releases)]
     for inv in inventories:
         cmd += ["-i", str(inv)]
-    cmd += [PLAYBOOK, "-e", "kexec_upgrade_release=%s" % NEW, "-e", "kexec_upgrade_summary_file=%s" % summary]
+    cmd += [PLAYBOOK, "-e", "kexec_upgrade_summary_file=%s" % summary]
     cmd += list(extra)
     if check:
         cmd.append("--check")
@@ -87,19 +104,20 @@ def assert_same_qemu(fleet, before):
     assert fleet.firmware_resets() == []
 
 
-def test_check_mode_changes_nothing(fleet, tmp_path):
+def test_check_mode_changes_nothing(fleet, tmp_path, releases):
     before, qemu = state(fleet), identities(fleet)
-    assert {s[0] for s in before.values()} == {OLD}
-    rc, out, rows = run(fleet, tmp_path, "-e", "kexec_upgrade_serial=3", check=True)
+    assert {name: s[0] for name, s in before.items()} == OLD
+    assert [vm.arch.name for vm in fleet.vms] == list(ARCHES)
+    rc, out, rows = run(fleet, tmp_path, releases, "-e", "kexec_upgrade_serial=3", check=True)
     assert rc == 0, out
     assert state(fleet) == before  # same release, same boot, nothing loaded (kexec_loaded 0)
     assert all(s[2] == "0" for s in before.values())
     for name, row in rows.items():
-        assert row["status"] == "would upgrade" and row["new_release"] == NEW, (name, row)
+        assert row["status"] == "would upgrade" and row["new_release"] == NEW[name], (name, row)
     assert_same_qemu(fleet, qemu)
 
 
-def test_unloadable_initrd_fails_the_host_and_stops_the_roll(fleet, tmp_path):
+def test_unloadable_initrd_fails_the_host_and_stops_the_roll(fleet, tmp_path, releases):
     """vm1 gets a file of garbage as its initrd: the loader refuses it (it is no initramfs),
     vm1 keeps its kernel, vm2 of the same batch is held back and vm3 (the next batch) is never
     touched."""
@@ -113,7 +131,7 @@ def test_unloadable_initrd_fails_the_host_and_stops_the_roll(fleet, tmp_path):
             vm1:
               kexec_upgrade_initrd: /root/garbage.img
         """))
-    rc, out, rows = run(fleet, tmp_path, "-e", "kexec_upgrade_serial=2",
+    rc, out, rows = run(fleet, tmp_path, releases, "-e", "kexec_upgrade_serial=2",
                         "-e", "kexec_upgrade_max_fail_percentage=0", inventories=[bad_inventory])
     assert rc == 2, out
     loader_msg = "initrd /root/garbage.img is not an initramfs"
@@ -129,9 +147,9 @@ def test_unloadable_initrd_fails_the_host_and_stops_the_roll(fleet, tmp_path):
     assert_same_qemu(fleet, qemu)
 
 
-def test_roll_in_two_batches_by_kexec_keeps_written_data(fleet, tmp_path):
+def test_roll_in_two_batches_by_kexec_keeps_written_data(fleet, tmp_path, releases):
     before, qemu = state(fleet), identities(fleet)
-    assert {s[0] for s in before.values()} == {OLD}
+    assert {name: s[0] for name, s in before.items()} == OLD
     content = "fsynced before the jump %s\n" % tmp_path.name
     unsynced = "".join("%d\n" % i for i in range(1, UNSYNCED_LINES + 1))
     hooks = tmp_path / "before_jump.yml"
@@ -146,7 +164,7 @@ def test_roll_in_two_batches_by_kexec_keeps_written_data(fleet, tmp_path):
                    /bin/sh, -c, "seq 1 %d > %s"]
           changed_when: true
         """) % (FSYNCED, content.replace("\n", "\\n"), UNSYNCED_LINES, UNSYNCED))
-    rc, out, rows = run(fleet, tmp_path, "-e", "kexec_upgrade_serial=2", "-e", "kexec_upgrade_pre_tasks=%s" % hooks)
+    rc, out, rows = run(fleet, tmp_path, releases, "-e", "kexec_upgrade_serial=2", "-e", "kexec_upgrade_pre_tasks=%s" % hooks)
     assert rc == 0, out
 
     # Two batches: vm1 and vm2 jump in the first play run, vm3 in the second.
@@ -159,11 +177,11 @@ def test_roll_in_two_batches_by_kexec_keeps_written_data(fleet, tmp_path):
     after = state(fleet)
     for vm in fleet.vms:
         release, boot_id = after[vm.name][:2]
-        assert release == NEW, (vm.name, after)
+        assert release == NEW[vm.name], (vm.name, after)
         assert boot_id != before[vm.name][1], vm.name
         row = rows[vm.name]
         assert row["status"] == "upgraded" and row["method"] == "kexec", row
-        assert row["old_release"] == OLD and row["new_release"] == NEW, row
+        assert row["old_release"] == OLD[vm.name] and row["new_release"] == NEW[vm.name], row
         assert row["old_boot_id"] == before[vm.name][1] and row["new_boot_id"] == boot_id, row
         assert row["downtime"] > 0, row
         rc, stdout, stderr = fleet.run(vm.name, "cat %s; sha256sum %s" % (FSYNCED, UNSYNCED))
@@ -173,13 +191,13 @@ def test_roll_in_two_batches_by_kexec_keeps_written_data(fleet, tmp_path):
     assert_same_qemu(fleet, qemu)
     for vm in fleet.vms:
         assert "host             status" in out and re.search(
-            r"%s\s+upgraded\s+%s -> %s\s+[\d.]+ s\s+kexec" % (vm.name, OLD, NEW), out), out
+            r"%s\s+upgraded\s+%s -> %s\s+[\d.]+ s\s+kexec" % (vm.name, OLD[vm.name], NEW[vm.name]), out), out
 
 
-def test_second_run_changes_nothing(fleet, tmp_path):
+def test_second_run_changes_nothing(fleet, tmp_path, releases):
     before, qemu = state(fleet), identities(fleet)
-    assert {s[0] for s in before.values()} == {NEW}
-    rc, out, rows = run(fleet, tmp_path, "-e", "kexec_upgrade_serial=2")
+    assert {name: s[0] for name, s in before.items()} == NEW
+    rc, out, rows = run(fleet, tmp_path, releases, "-e", "kexec_upgrade_serial=2")
     assert rc == 0, out
     counts = recap(out)
     assert sorted(counts) == ["vm1", "vm2", "vm3"], out
