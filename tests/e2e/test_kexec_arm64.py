@@ -92,8 +92,8 @@ def test_the_lab_vms_answer_on_the_older_kernel(dt_vm, uefi_vm):
     for fleet, vm in (dt_vm, uefi_vm):
         answers_ansible_on_the_older_kernel(fleet, "arm64")
     assert run(dt_vm[0], dt_vm[1], "test -e /sys/firmware/efi && echo efi || echo no-efi") == "no-efi"
-    assert run(uefi_vm[0], uefi_vm[1], "test -d /sys/firmware/efi && test -e /sys/firmware/acpi/tables/DSDT "
-                                      "&& echo uefi-acpi") == "uefi-acpi"
+    efi_and_acpi = "test -d /sys/firmware/efi && test -e /sys/firmware/acpi/tables/DSDT && echo uefi-acpi"
+    assert run(uefi_vm[0], uefi_vm[1], efi_and_acpi) == "uefi-acpi"
 
 
 def test_method_file_is_refused_before_any_syscall(dt_vm):
