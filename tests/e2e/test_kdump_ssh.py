@@ -117,7 +117,7 @@ def test_kdump_to_a_dump_server_and_the_fallback_when_it_is_down(fleet, tmp_path
     dumps = server_dumps(fleet)
     assert len(dumps) == 1 and re.match(r"^vm1-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d$", dumps[0]), dumps
     remote = "%s/%s" % (SERVER_PATH, dumps[0])
-    assert sorted(run(fleet, "vm2", "ls %s" % remote).split()) == ["dmesg.txt", "vmcore"]
+    assert sorted(run(fleet, "vm2", "ls %s" % remote).split()) == ["capture-dmesg.txt", "dmesg.txt", "vmcore"]
     size = int(run(fleet, "vm2", "stat -c %%s %s/vmcore" % remote))
     assert run(fleet, "vm2", "head -c 8 %s/vmcore" % remote) == "KDUMP   "
     assert size * 5 <= ram, (size, ram)
@@ -149,7 +149,7 @@ def test_kdump_to_a_dump_server_and_the_fallback_when_it_is_down(fleet, tmp_path
     local = crash["dump_dir"]
     assert re.match(r"^/var/crash/\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d$", local), local
     assert sorted(run(fleet, "vm1", "ls -A /var/crash").split()) == sorted(["captures.log", os.path.basename(local)])
-    assert sorted(run(fleet, "vm1", "ls %s" % local).split()) == ["dmesg.txt", "vmcore"]
+    assert sorted(run(fleet, "vm1", "ls %s" % local).split()) == ["capture-dmesg.txt", "dmesg.txt", "vmcore"]
     with open(fleet.vm("vm1").serial_log, "rb") as f:
         console = f.read().decode("utf-8", "replace")
     assert re.search(r"fleetboot-kdump: dump server root@10\.0\.2\.2:%d: ssh exited 255: .*Connection refused.*; "

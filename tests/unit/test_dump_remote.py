@@ -185,8 +185,13 @@ def test_ssh_command_line_is_strict_and_batch():
 def test_dump_streamed_with_makedumpfile_and_rebuilt_on_the_server(tmp_path, core, server, no_tools):
     fake_tools.install_makedumpfile(no_tools)
     local = tmp_path / "local-crash"
-    report = remote.save_remote(target(), core, str(local), clock=clock())
+    kmsg = tmp_path / "kmsg"  # the capture kernel's own log, as /dev/kmsg gives it
+    kmsg.write_text("6,1,1500000,-;crashkernel: physical_start 0x6e000000\n")
+    report = remote.save_remote(target(), core, str(local), clock=clock(), kmsg=str(kmsg))
     assert report["target"] == "ssh" and report["remote_error"] is None, report
+    assert report["capture_dmesg_error"] is None
+    assert (server / ("vm1-" + STAMP) / "capture-dmesg.txt").read_text() == \
+        "[    1.500000] crashkernel: physical_start 0x6e000000\n"
     assert report["method"] == "makedumpfile" and report["compression"] == "lzo"
     assert report["path"] == str(server / ("vm1-" + STAMP)) and report["rebuilt_by"] == "makedumpfile -R"
     rebuilt = (server / ("vm1-" + STAMP) / "vmcore").read_bytes()

@@ -5,9 +5,9 @@
 
 The dump leaves as one stream through ``ssh`` to the server's receiver (receive.py, the forced
 command of the host's key there): makedumpfile's flattened output (``-F``) when makedumpfile is
-installed, else our sparse copy in the same format (only non-zero blocks), then ``dmesg.txt``.
-The receiver rebuilds the file in ``<path>/<host>-<UTC time>.incomplete/`` and renames it when
-everything has arrived; it answers with one JSON line, and only that answer makes the remote dump
+installed, else our sparse copy in the same format (only non-zero blocks), then ``dmesg.txt`` and
+``capture-dmesg.txt``. The receiver rebuilds the file in ``<path>/<host>-<UTC time>.incomplete/``
+and renames it when everything has arrived; it answers with one JSON line, and only that answer makes the remote dump
 count.  Nothing is written on the host while the stream runs.
 
 The capture kernel brings the network up with the host's own configuration, which may take a
@@ -189,8 +189,10 @@ def send(target, stamp, stream, files, popen=subprocess.Popen):
 
 def save_remote(target, vmcore=_save.DEFAULT_VMCORE, dest=_save.DEFAULT_DEST, makedumpfile="auto",
                 dump_level=_save.DEFAULT_DUMP_LEVEL, compression="auto", keep=None, log=None,
-                which=shutil.which, run=subprocess.run, clock=time.time, sleep=time.sleep):
+                which=shutil.which, run=subprocess.run, clock=time.time, sleep=time.sleep, kmsg=None):
     """Send the dump to ``target`` (SshTarget); on any failure save it under ``dest`` instead.
+    Either way ``dmesg.txt`` (the crashed kernel's log) and ``capture-dmesg.txt`` (the capture
+    kernel's own, from ``kmsg``) go with it.
 
     Returns the report: ``target`` (ssh or local), ``remote_error`` (why it is local), and the
     fields of a local save or of the remote dump (``server``, ``path`` on the server, ``size``).
@@ -206,12 +208,12 @@ def save_remote(target, vmcore=_save.DEFAULT_VMCORE, dest=_save.DEFAULT_DEST, ma
         server = reach(target, run=run, clock=clock, sleep=sleep, log=log)
         log("fleetboot-kdump: dump server %s answers (%s free under %s)"
             % (target.describe(), _save_mib(server.get("free_bytes")), server.get("dest")))
-        report = _stream(target, vmcore, makedumpfile, dump_level, compression, which, run, started)
+        report = _stream(target, vmcore, makedumpfile, dump_level, compression, which, run, started, kmsg)
     except RuntimeError as err:
         reason = "dump server %s: %s" % (target.describe(), err)
         log("fleetboot-kdump: %s; saving the dump locally under %s instead" % (reason, dest))
         report = _save.save_vmcore(vmcore, dest, makedumpfile=makedumpfile, dump_level=dump_level, keep=keep,
-                                   compression=compression, which=which, run=run, clock=clock)
+                                   compression=compression, which=which, run=run, clock=clock, kmsg=kmsg)
         report.update(target="local", remote_error=reason, server=target.describe())
         return report
     report.update(target="ssh", remote_error=None, server=target.describe(), seconds=round(clock() - started, 3))
@@ -223,7 +225,7 @@ def _save_mib(n):
     return "?" if n is None else "%.0f MiB" % (n / float(1 << 20))
 
 
-def _stream(target, vmcore, makedumpfile, dump_level, compression, which, run, started):
+def _stream(target, vmcore, makedumpfile, dump_level, compression, which, run, started, kmsg=None):
     stamp = time.strftime("%Y-%m-%d-%H:%M:%S", time.gmtime(started))
     exe = which("makedumpfile") if makedumpfile != "never" else None
     tool = _mdf.probe(exe, run) if exe else None
@@ -234,6 +236,7 @@ def _stream(target, vmcore, makedumpfile, dump_level, compression, which, run, s
     workdir = tempfile.mkdtemp(prefix="fleetboot-kdump.")
     try:
         text, source, error = _save._dmesg_text(vmcore, which, run, exe if tool else None, workdir)  # pylint: disable=protected-access
+        own, own_error = _save.read_kmsg(kmsg or _save.KMSG)
         with tempfile.TemporaryFile() as errlog:
             if tool:
                 name, flag, note = _mdf.choose_compression(tool["compressions"], compression)
@@ -243,9 +246,11 @@ def _stream(target, vmcore, makedumpfile, dump_level, compression, which, run, s
             else:
                 stream = sparse_stream(vmcore)
                 report.update(method="sparse-copy")
-            answer = send(target, stamp, stream, {"dmesg.txt": text.encode("utf-8")})
+            answer = send(target, stamp, stream, {"dmesg.txt": text.encode("utf-8"),
+                                                  "capture-dmesg.txt": own.encode("utf-8")})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report.update(path=answer.get("path"), size=answer.get("size"), rebuilt_by=answer.get("rebuilt_by"),
-                  pruned=answer.get("pruned", []), dmesg_source=source, dmesg_error=error)
+                  pruned=answer.get("pruned", []), dmesg_source=source, dmesg_error=error,
+                  capture_dmesg_error=own_error)
     return report
