@@ -49,30 +49,6 @@ def wait_new_boot(fleet, name, old_boot_id, timeout=240):
     raise AssertionError("VM %s still runs boot %s after %d s" % (name, old_boot_id, timeout))
 
 
-def upgrade_by_kexec(fleet_factory, method, **fleet_options):
-    """Boot a VM on 6.1.0-54, load 6.1.0-56 with our loader by `method`, jump, and check that
-    the VM answers on the new kernel from the same QEMU process (no firmware reset)."""
-    fleet = fleet_factory(method, hosts=1, **fleet_options)
-    vm = fleet.vms[0]
-    identity = (vm.pid, vm.start_time)
-    out = fleet.run(vm.name, "command -v kexec || echo absent; uname -r")[1]
-    assert out.split() == ["absent", "6.1.0-54-amd64"]  # kexec-tools is not there to help
-
-    ship_loader(fleet, vm.name)
-    rc, out, err = load_new_kernel(fleet, vm.name, method)
-    assert rc == 0, out + err
-    assert fleet.run(vm.name, "cat /sys/kernel/kexec_loaded")[1].strip() == "1"
-
-    old = jump(fleet, vm.name)
-    assert wait_new_boot(fleet, vm.name, old) != old
-    assert fleet.run(vm.name, "uname -r")[1].strip() == NEW_KERNEL
-    assert vm.running() and (vm.pid, vm.start_time) == identity, vm.exit_reason()
-    assert fleet.firmware_resets() == []
-    with open(vm.serial_log, errors="replace") as f:
-        assert "kexec_core: Starting new kernel" in f.read()
-    return fleet, vm
-
-
 def halted_in_purgatory(fleet, vm, message, timeout=240):
     """After a jump into a corrupted image: wait for purgatory's ``message`` on the console, then
     check the VM stays halted (same QEMU process, no kernel after it, no SSH).  Returns the

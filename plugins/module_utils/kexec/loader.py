@@ -10,7 +10,8 @@ policy.py) touch the kernel, so any KexecError raised before it leaves the host 
 
 Test-only hook: ``FLEETBOOT_TEST_CORRUPT_SEGMENT=<what>`` (e.g. ``kernel``) flips one byte of that
 segment (in a private copy) *after* purgatory recorded its digests, so the lab can prove purgatory
-halts on a mismatch.  It exists for tests/e2e/test_purgatory_halt.py only; never set it otherwise.
+halts on a mismatch.  It exists for the lab's purgatory tests (tests/e2e/test_kexec_<arch>.py)
+only; never set it otherwise.
 """
 
 from __future__ import absolute_import, division, print_function

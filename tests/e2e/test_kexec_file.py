@@ -1,7 +1,0 @@
-"""A real kexec_file_load jump from 6.1.0-54 to 6.1.0-56 (the kernel places the segments)."""
-
-from .jump import upgrade_by_kexec
-
-
-def test_file_load_jumps_to_the_new_kernel_without_firmware(fleet_factory):
-    upgrade_by_kexec(fleet_factory, "file")
