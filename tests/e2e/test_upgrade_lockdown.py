@@ -11,9 +11,18 @@ says that this is not the target.
 
 import os
 
-from .test_upgrade_playbook import NEW, OLD, run, state
+from .test_upgrade_playbook import run, state
 
 from tests.kernels import kernel_package
+
+OLD, NEW = "6.1.0-54-amd64", "6.1.0-56-amd64"
+
+
+def releases(tmp_path):
+    """The target release, as the mixed-fleet test gives it: in the x86_64 group's vars."""
+    path = tmp_path / "releases.yml"
+    path.write_text("lab_x86_64:\n  vars:\n    kexec_upgrade_release: %s\n" % NEW)
+    return path
 
 
 def test_lockdown_refuses_kexec_then_fail_stops_and_cold_reboots(fleet_factory, tmp_path):
@@ -26,7 +35,7 @@ def test_lockdown_refuses_kexec_then_fail_stops_and_cold_reboots(fleet_factory, 
     release, boot_id, loaded = state(fleet)[vm.name]
     assert (release, loaded) == (OLD, "0")
 
-    rc, out, rows = run(fleet, tmp_path, "-e", "kexec_upgrade_fallback=fail")
+    rc, out, rows = run(fleet, tmp_path, releases(tmp_path), "-e", "kexec_upgrade_fallback=fail")
     row = rows[vm.name]
     assert rc != 0 and row["status"] == "failed", out
     assert "kexec_load failed" in row["msg"] and "keeps running %s" % OLD in row["msg"], row["msg"]
@@ -34,7 +43,7 @@ def test_lockdown_refuses_kexec_then_fail_stops_and_cold_reboots(fleet_factory, 
     assert state(fleet)[vm.name] == (OLD, boot_id, "0")  # not rebooted, nothing loaded
 
     console_mark = os.path.getsize(vm.serial_log)
-    rc, out, rows = run(fleet, tmp_path, "-e", "kexec_upgrade_fallback=cold")
+    rc, out, rows = run(fleet, tmp_path, releases(tmp_path), "-e", "kexec_upgrade_fallback=cold")
     row = rows[vm.name]
     print("lockdown, fallback cold:", row)
     assert row["method"] == "cold", out
