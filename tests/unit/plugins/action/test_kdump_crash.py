@@ -6,6 +6,7 @@ import pytest
 
 from ansible.errors import AnsibleConnectionFailure
 
+from ansible_collections.fleetboot.kexec.tests.unit.plugins.action.fakes import FakeConnection, FakeTask
 from ansible_collections.fleetboot.kexec.plugins.action import kdump_crash as action
 
 OLD = "11111111-1111-4111-8111-111111111111"
@@ -69,33 +70,8 @@ class FakeHost:
         return {"rc": 0, "stdout": out, "stderr": ""}
 
 
-class FakeConnection:
-    def __init__(self, transport="ssh"):
-        self.transport = transport
-        self._shell = type("Shell", (), {"tmpdir": None})()
-        self.options = {"timeout": 10, "ssh_extra_args": ""}
-        self.resets = 0
-
-    def reset(self):
-        self.resets += 1
-
-    def get_option(self, name):
-        return self.options[name]
-
-    def set_option(self, name, value):
-        self.options[name] = value
-
-
-class FakeTask:
-    def __init__(self, args, check_mode=False):
-        self.args = args
-        self.check_mode = check_mode
-        self.async_val = 0
-        self.action = "fleetboot.kexec.kdump_crash"
-
-
 def run(host, check_mode=False, transport="ssh", **args):
-    plugin = action.ActionModule(FakeTask(args, check_mode), FakeConnection(transport), None, None, None, None)
+    plugin = action.ActionModule(FakeTask("fleetboot.kexec.kdump_crash", args, check_mode), FakeConnection(transport), None, None, None, None)
     plugin._now = lambda: host.clock
 
     def sleep(seconds):

@@ -11,6 +11,7 @@ from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import sysca
 
 from ansible.errors import AnsibleConnectionFailure
 
+from ansible_collections.fleetboot.kexec.tests.unit.plugins.action.fakes import FakeConnection, FakeTask
 from ansible_collections.fleetboot.kexec.plugins.action import kexec_reboot as action
 from ansible_collections.fleetboot.kexec.plugins.modules import kexec_reboot as module
 
@@ -79,35 +80,6 @@ class FakeHost:
                 "stderr": "" if self.test_rc == 0 else "test failed"}
 
 
-class FakeShell:
-    tmpdir = None
-
-
-class FakeConnection:
-    def __init__(self, transport="ssh"):
-        self.transport = transport
-        self._shell = FakeShell()
-        self.options = {"timeout": 10, "ssh_extra_args": ""}
-        self.resets = 0
-
-    def reset(self):
-        self.resets += 1
-
-    def get_option(self, name):
-        return self.options[name]
-
-    def set_option(self, name, value):
-        self.options[name] = value
-
-
-class FakeTask:
-    def __init__(self, args, check_mode=False):
-        self.args = args
-        self.check_mode = check_mode
-        self.async_val = 0
-        self.action = "fleetboot.kexec.kexec_reboot"
-
-
 def default_module_result(host, args):
     """What the host-side module says for `args` given the host's state at trigger time."""
     state = host.state()
@@ -128,7 +100,7 @@ def default_module_result(host, args):
 
 
 def make_action(host, args, check_mode=False, transport="ssh", module_result=None):
-    plugin = action.ActionModule(FakeTask(args, check_mode), FakeConnection(transport), None, None, None, None)
+    plugin = action.ActionModule(FakeTask("fleetboot.kexec.kexec_reboot", args, check_mode), FakeConnection(transport), None, None, None, None)
     plugin.module_calls = []
 
     def now():
