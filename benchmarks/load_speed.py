@@ -4,7 +4,8 @@ Input: Debian's vmlinuz 6.1.0-56-amd64 and a 64 MiB initrd. kexec-tools runs unp
 (as nobody), so it does all its work and stops at the syscall with EPERM; ours runs
 `load --dry-run`, which does every step (parsing, planning, purgatory link, sha256 of every
 segment) but the syscall, started as the kdump role's /usr/sbin/fleetboot-kexec starts it on hosts
-(`python3 -S -m kexec.cli`, the loader on PYTHONPATH). Both are timed as whole processes (startup included), alternately,
+(`python3 -S -m kexec.cli`, the loader on PYTHONPATH), from a copy installed the way the role
+installs it (roles/kdump/files/sync_loader.py: sources and their bytecode). Both are timed as whole processes (startup included), alternately,
 several times; the report gives the median wall time and peak RSS of each and their ratios.
 kexec-tools is fetched with `apt-get download` and unpacked into the cache: never installed.
 
@@ -14,9 +15,11 @@ kexec-tools is fetched with `apt-get download` and unpacked into the cache: neve
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,6 +66,23 @@ def initrd():
     return path
 
 
+def install_loader(dest):
+    """The loader under dest/kexec as the kdump role installs it on hosts: the role's own
+    sync_loader.py, fed the collection's module_utils/kexec sources (it also writes their bytecode)."""
+    src = os.path.join(REPO, "plugins", "module_utils", "kexec")
+    bundle = {}
+    for root, dummy, files in os.walk(src):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(root, name)
+                with open(path) as f:
+                    bundle[os.path.relpath(path, src)] = f.read()
+    with open(os.path.join(REPO, "roles", "kdump", "files", "sync_loader.py")) as f:
+        script = f.read()
+    subprocess.run([sys.executable, "-c", script, os.path.join(dest, "kexec"), "write"],
+                   input=json.dumps(bundle), universal_newlines=True, stdout=subprocess.DEVNULL, check=True)
+
+
 def measure(argv, env=None, preexec=None):
     """Run argv once; return (exit status, wall seconds, peak RSS in MB, output tail)."""
     start = time.perf_counter()
@@ -99,12 +119,23 @@ def main():
         while parent not in ("/", ""):
             os.chmod(parent, os.stat(parent).st_mode | 0o111)
             parent = os.path.dirname(parent)
+    installed = tempfile.mkdtemp(prefix="fleetboot-bench-loader-")
+    try:
+        install_loader(installed)
+        return report_on(args, kernel, rd, kexec, kexec_env, installed)
+    finally:
+        shutil.rmtree(installed)
+
+
+def report_on(args, kernel, rd, kexec, kexec_env, installed):
     # Run as the kdump role's /usr/sbin/fleetboot-kexec runs it on hosts: python3 -S -m kexec.cli
     # with the loader's directory on PYTHONPATH.
     ours = [sys.executable, "-S", "-m", "kexec.cli", "load", "--dry-run",
             "--kernel", kernel, "--initrd", rd, "--append", APPEND, "--method", "classic",
             "--sysroot", args.sysroot]
-    ours_env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "plugins", "module_utils"))
+    # A host's python3 reads the bytecode the role wrote; this machine's environment may say not to.
+    ours_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    ours_env["PYTHONPATH"] = installed
     theirs = [kexec, "-l", kernel, "--initrd", rd, "--append", APPEND]
 
     results = {"ours": [], "kexec-tools": []}
