@@ -243,7 +243,11 @@ segments:
       description: Bytes of data (the rest of RV(segments[].memsz) is zeroed).
       type: int
     sha256:
-      description: sha256 of the data.
+      description:
+        - sha256 of the data.
+        - V(null) for a segment of a real C(kexec_file_load) whose digest was not computed anyway: the
+          kernel reads and verifies those files itself (this module always knows the kernel's and
+          initrd's, which it records).
       type: str
   sample:
     - {what: kernel, mem: 16777216, memsz: 45314048, bufsz: 7968544, sha256: 1f0e...}

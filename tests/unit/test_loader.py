@@ -219,8 +219,17 @@ def test_file_load_hands_the_files_to_kexec_file_load(files):
     report = loader.load(Request(kernel, initrd, "quiet", method="file"), fake, make_host(), stages=StubStages())
     assert fake.calls == [{"call": "kexec_file_load", "flags": 0, "cmdline": "quiet",
                            "kernel_sha256": sha(kernel), "initrd_sha256": sha(initrd)}]
+    # The kernel reads and verifies the files itself: a real file load does not hash them again.
     assert [(s["what"], s["mem"], s["sha256"]) for s in report["segments"]] == [
-        ("kernel", None, sha(kernel)), ("initrd", None, sha(initrd))]
+        ("kernel", None, None), ("initrd", None, None)]
+    # Digests the caller already has (the module hashes both files for its record) are reported.
+    report = loader.load(Request(kernel, initrd, "quiet", method="file"), sc.FakeSyscalls(), make_host(),
+                         stages=StubStages(), known_digests={kernel: sha(kernel)})
+    assert [s["sha256"] for s in report["segments"]] == [sha(kernel), None]
+    # A dry run reads every page, as the load would: it hashes them.
+    report = loader.load(Request(kernel, initrd, "quiet", method="file"), sc.FakeSyscalls(), make_host(),
+                         stages=StubStages(), dry_run=True)
+    assert [s["sha256"] for s in report["segments"]] == [sha(kernel), sha(initrd)]
     fake = sc.FakeSyscalls()
     loader.load(Request(kernel, None, "", kind="crash", method="file"), fake, make_host(), stages=StubStages())
     assert fake.calls[0]["flags"] == sc.KEXEC_FILE_ON_CRASH | sc.KEXEC_FILE_NO_INITRAMFS

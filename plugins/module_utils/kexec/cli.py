@@ -114,7 +114,8 @@ def _print_plan(report, out):
     _say(out, "  %-12s %-18s %-12s %-12s %s" % ("what", "mem", "memsz", "bufsz", "sha256"))
     for s in report["segments"]:
         _say(out, "  %-12s %-18s %-12s %-12s %s" % (s["what"], _hex(s["mem"]), _hex(s["memsz"]),
-                                                    _hex(s["bufsz"]), s["sha256"]))
+                                                    _hex(s["bufsz"]),
+                                                    s["sha256"] or "(not hashed: the kernel reads the file)"))
     if any(s.get("file") for s in report["segments"]):
         _say(out, "segments written to %s" % os.path.dirname(report["segments"][0]["file"]))
     for w in report.get("warnings", ()):

@@ -139,9 +139,8 @@ def _seg_sha256(seg):
     return value
 
 
-def segment_dict(seg, digest=None):
-    return {"what": seg.what, "mem": seg.mem, "memsz": seg.memsz, "bufsz": seg.bufsz,
-            "sha256": digest if digest is not None else _seg_sha256(seg)}
+def segment_dict(seg, digest):
+    return {"what": seg.what, "mem": seg.mem, "memsz": seg.memsz, "bufsz": seg.bufsz, "sha256": digest}
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,11 +225,12 @@ class Prepared:
             raise KexecError("cannot write the segments to %s: %s; pass a writable directory"
                              % (directory, err.strerror or err))
 
-    def to_dict(self):
-        segments = []
-        for seg, digest in zip(self.segments, self.digests()):
-            d = segment_dict(seg, digest)
-            segments.append(d)
+    def to_dict(self, hash_all=True):
+        """The plain report. ``hash_all`` False (after a real kexec_file_load) reports only the
+        digests already known and None for the rest: the kernel reads and verifies those files
+        itself, and hashing them again would only make the load slower."""
+        digests = self.digests() if hash_all else [_known_sha256(s) for s in self.segments]
+        segments = [segment_dict(seg, digest) for seg, digest in zip(self.segments, digests)]
         out = {"method": self.method, "kind": self.kind, "entry": self.entry, "flags": self.flags,
                "cmdline": self.cmdline, "segments": segments}
         if self.warnings:
@@ -435,7 +435,7 @@ def load(request, syscalls, host, dry_run=False, stages=None, environ=None, know
         else:
             try:
                 _syscall(prep, syscalls)
-                report = prep.to_dict()
+                report = prep.to_dict(hash_all=prep.method != "file")
             except SyscallError as err:
                 if not (prep.method == "file" and "classic" in prep.methods and may_fall_back(err)):
                     raise
