@@ -58,8 +58,10 @@ CRASH_PLAY = textwrap.dedent("""\
     """)
 PANIC = r"sysrq: Trigger a crash"
 FIRST_LINE = r"Linux version \d"
-CAPTURE_UNIT = r"Starting .*(fleetboot-kdump-capture|Save the crashed kernel)"
-SAVED = r"^(seconds|vmcore): "
+# systemd's status line shortens the unit name ("fleetboot-kdump-c…") and colours it.
+CAPTURE_UNIT = r"Starting .*fleetboot-kdump-c"
+# save-vmcore's report, printed by the unit once the dump is saved: "fleetboot-kexec[PID]: key: value".
+SAVED = r"fleetboot-kexec\[\d+\]: (bytes_written|seconds|vmcore): "
 RESET = r"reboot: Restarting system"
 PHASES = ("jump", "capture_boot", "saving", "capture_shutdown", "firmware", "boot", "noticed", "total")
 
