@@ -245,7 +245,7 @@ segments:
     sha256:
       description:
         - sha256 of the data.
-        - V(null) for a segment of a real C(kexec_file_load) whose digest was not computed anyway: the
+        - V(null) for a segment of a real C(kexec_file_load) whose digest was not computed anyway, since the
           kernel reads and verifies those files itself (this module always knows the kernel's and
           initrd's, which it records).
       type: str

@@ -77,7 +77,9 @@ def compile_bytecode(dest, written):
     """
     # compileall reports errors on stdout, which carries this script's JSON result.
     with contextlib.redirect_stdout(sys.stderr):
-        ok = all([compileall.compile_file(path, quiet=1, force=True) for path in written])
+        ok = True
+        for path in written:  # every one, even after a failure
+            ok = compileall.compile_file(path, quiet=1, force=True) and ok
         ok = compileall.compile_dir(dest, quiet=1, force=False) and ok
     if not ok:
         sys.stderr.write("sync_loader: some loader files could not be compiled to bytecode under %s\n" % dest)
