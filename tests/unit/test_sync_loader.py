@@ -57,12 +57,25 @@ def test_a_same_size_rewrite_gets_new_bytecode(tmp_path):
 def test_removed_sources_go_and_check_mode_writes_nothing(tmp_path):
     dest = tmp_path / "kexec"
     sync(dest, {"a.py": "A = 1\n", "b.py": "B = 1\n"})
+    assert os.path.exists(bytecode(dest, "b.py"))
     result, dummy = sync(dest, {"a.py": "A = 2\n"}, mode="check")
     assert result == {"changed": ["a.py"], "removed": ["b.py"]}
     assert (dest / "a.py").read_text() == "A = 1\n" and (dest / "b.py").exists()
     result, dummy = sync(dest, {"a.py": "A = 2\n"})
     assert result == {"changed": ["a.py"], "removed": ["b.py"]}
     assert not (dest / "b.py").exists()
+    # Its bytecode goes with it (also another interpreter's), the kept file's stays.
+    assert not os.path.exists(bytecode(dest, "b.py")) and os.path.exists(bytecode(dest, "a.py"))
+
+
+def test_bytecode_of_removed_sources_goes_whatever_the_tag(tmp_path):
+    dest = tmp_path / "kexec"
+    sync(dest, {"a.py": "A = 1\n", "ab.py": "AB = 1\n"})
+    cache = dest / "__pycache__"
+    for name in ("a.cpython-39.pyc", "a.cpython-39.opt-1.pyc", "ab.cpython-39.pyc"):
+        (cache / name).write_bytes(b"")
+    sync(dest, {"ab.py": "AB = 1\n"})
+    assert sorted(os.listdir(str(cache))) == sorted(["ab.cpython-39.pyc", os.path.basename(bytecode(dest, "ab.py"))])
 
 
 def test_a_file_that_does_not_compile_is_installed_and_reported_on_stderr(tmp_path):

@@ -5,8 +5,8 @@
 
 The bundle maps relative paths to file contents (the collection's module_utils/kexec, read on
 the controller). Only files whose content or mode differ are written, each atomically; .py files
-the bundle no longer has are removed. One module-less round trip instead of a copy per file.
-Then the host's own python3 compiles what is stale to bytecode (__pycache__), so the first load
+the bundle no longer has are removed, with their bytecode. One module-less round trip instead of
+a copy per file. Then the host's own python3 compiles what is stale to bytecode (__pycache__), so the first load
 at boot (the kdump unit) does not spend its time compiling the loader: importing it from source
 costs more than the rest of a load. Prints {"changed": [...], "removed": [...]}; with `check`
 nothing is written.
@@ -62,8 +62,26 @@ def sync(dest, wanted, write):
     if write:
         for rel in removed:
             os.unlink(have[rel])
+            remove_bytecode(have[rel])
         compile_bytecode(dest, [os.path.join(dest, rel) for rel in changed])
     return {"changed": changed, "removed": removed}
+
+
+def remove_bytecode(source):
+    """Delete __pycache__/<name>.*.pyc of a removed source (every interpreter's tag: the host's
+    python3 may have changed since). Python never imports them without the source, but they
+    would stay in the installed tree forever."""
+    cache = os.path.join(os.path.dirname(source), "__pycache__")
+    stem = os.path.splitext(os.path.basename(source))[0] + "."
+    try:
+        names = os.listdir(cache)
+    except OSError:
+        return
+    for name in names:
+        # <name>.<tag>.pyc or <name>.<tag>.opt-N.pyc (importlib.util.cache_from_source)
+        rest = name[len(stem):].split(".") if name.startswith(stem) else []
+        if rest and rest[-1] == "pyc" and len(rest) in (2, 3):
+            os.unlink(os.path.join(cache, name))
 
 
 def compile_bytecode(dest, written):
