@@ -46,7 +46,10 @@ def foreign_apt_options(arch, root):
             "-o", "Dir::Etc::SourceList=" + sources, "-o", "Dir::Etc::SourceParts=/dev/null",
             "-o", "Dir::State::Lists=" + os.path.join(root, "lists"),
             "-o", "Dir::Cache=" + root, "-o", "Dir::Cache::Archives=" + os.path.join(root, "archives"),
-            "-o", "Debug::NoLocking=1", "-o", "APT::Sandbox::User=root"]
+            "-o", "Debug::NoLocking=1", "-o", "APT::Sandbox::User=root",
+            # A dropped connection is retried; an index that does not match its signed Release
+            # file is not (apt refuses it, and so do we: see _download_one).
+            "-o", "Acquire::Retries=3"]
 
 
 def _apt(options, args, cwd=None):
@@ -80,10 +83,13 @@ def download(arch, names, dest, root):
 
 def _download_one(options, alternatives, dest, arch):
     log = []
+    update_errors = []
     for refresh in (False, True):
         if refresh:
             rc, out = _apt(options, ["update", "-q"])
             log.append("apt-get update -> %d\n%s" % (rc, out[-2000:]))
+            if rc != 0:
+                update_errors = [line.strip() for line in out.splitlines() if line.startswith(("E:", "Err:"))]
         for name in alternatives:
             before = set(glob.glob(os.path.join(dest, "*.deb")))
             rc, out = _apt(options, ["download", "-q", name], cwd=dest)
@@ -93,8 +99,19 @@ def _download_one(options, alternatives, dest, arch):
                 match = [p for p in new + sorted(before) if os.path.basename(p).startswith(name + "_")]
                 if match:
                     return match[0]
-    raise PackageUnavailable("could not download %s for %s (no network or unknown name):\n%s"
-                             % (" or ".join(alternatives), arch, "\n".join(log)))
+    wanted = " or ".join(alternatives)
+    if update_errors:
+        # Say first what went wrong: a failed index download, not an unknown name. "Mirror sync in
+        # progress?" (an index whose size or hash differs from the signed Release file) is the
+        # usual one, from a mirror mid-sync or a proxy that serves a stale copy; apt rejects the
+        # index, rightly, so its packages cannot be found.
+        raise PackageUnavailable(
+            "could not download %s for %s: apt-get update could not fetch the package indexes (%s). "
+            "If the mirror is mid-sync this passes; otherwise point FLEETBOOT_LAB_MIRROR / "
+            "FLEETBOOT_LAB_SECURITY_MIRROR at another Debian mirror. apt's output:\n%s"
+            % (wanted, arch, "; ".join(update_errors[:3]), "\n".join(log)))
+    raise PackageUnavailable("could not download %s for %s (no such package in bookworm, or no network):\n%s"
+                             % (wanted, arch, "\n".join(log)))
 
 
 def extract(deb, dest):
