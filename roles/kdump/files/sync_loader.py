@@ -6,10 +6,10 @@
 The bundle maps relative paths to file contents (the collection's module_utils/kexec, read on
 the controller). Only files whose content or mode differ are written, each atomically; .py files
 the bundle no longer has are removed, with their bytecode. One module-less round trip instead of
-a copy per file. Then the host's own python3 compiles what is stale to bytecode (__pycache__), so the first load
-at boot (the kdump unit) does not spend its time compiling the loader: importing it from source
-costs more than the rest of a load. Prints {"changed": [...], "removed": [...]}; with `check`
-nothing is written.
+a copy per file. Then the host's own python3 compiles what is stale to bytecode (__pycache__), so
+the first load at boot (the kdump unit) does not spend its time compiling the loader: importing it
+from source costs more than the rest of a load. Prints {"changed": [...], "removed": [...]};
+with `check` nothing is written.
 """
 
 from __future__ import absolute_import, division, print_function
