@@ -67,7 +67,8 @@ test: deps venv collection-link
 	@# The lab images (x86_64, arm64, ppc64le) build first, in parallel and in the background, while
 	@# the unit tests run; each logs to .build/lab-build-<arch>.out (cached: seconds when warm).
 	$(VPY) -m lab build --arch all --log-dir .build > .build/lab-build.out 2>&1 & echo $$! > .build/lab-build.pid
-	$(MAKE) --no-print-directory unit
+	@# Every unit test must run here: a kernel download that fails is an error, not a skip.
+	FLEETBOOT_REQUIRE_KERNELS=1 $(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory purgatory-check
 	$(MAKE) --no-print-directory sanity
 	$(MAKE) --no-print-directory release-checks

@@ -34,6 +34,17 @@ class KernelUnavailable(Exception):
     """The package could not be fetched (no network, no apt, unknown version)."""
 
 
+class RequiredKernelUnavailable(RuntimeError):
+    """A kernel could not be fetched where every test must run (``FLEETBOOT_REQUIRE_KERNELS=1``,
+    set by ``make test``). Deliberately not a KernelUnavailable: the tests that turn that into a
+    skip must not catch this, so a broken download fails CI instead of quietly skipping the
+    tests that need the kernel."""
+
+
+def kernels_required():
+    return os.environ.get("FLEETBOOT_REQUIRE_KERNELS", "") not in ("", "0")
+
+
 #: Debian architecture of a kernel flavour (the version's suffix), for the foreign ones.
 FOREIGN_FLAVOURS = (("-powerpc64le-64k", "ppc64el"), ("-powerpc64le", "ppc64el"), ("-arm64", "arm64"))
 
@@ -133,7 +144,12 @@ def kernel_package(version=DEFAULT_VERSION, unsigned=False):
                 return KernelPackage(version, final)
             work = tempfile.mkdtemp(prefix="." + version + ".", dir=root)
             try:
-                deb = _download(version, work, unsigned)
+                try:
+                    deb = _download(version, work, unsigned)
+                except KernelUnavailable as err:
+                    if kernels_required():
+                        raise RequiredKernelUnavailable("FLEETBOOT_REQUIRE_KERNELS is set (make test): %s" % err) from None
+                    raise
                 tree = os.path.join(work, "tree")
                 rc, out = _run(["dpkg-deb", "-x", deb, tree])
                 if rc != 0:
