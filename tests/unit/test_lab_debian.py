@@ -7,12 +7,15 @@ import pytest
 
 from lab import debian
 
-STALE_INDEX = """Get:3 http://deb.debian.org/debian-security bookworm-security InRelease [34.8 kB]
-Err:4 http://deb.debian.org/debian-security bookworm-security/main ppc64el Packages
-  File has unexpected size (367892 != 368280). Mirror sync in progress? [IP: 203.0.113.80 80]
-E: Failed to fetch http://deb.debian.org/debian-security/dists/bookworm-security/main/binary-ppc64el/Packages.xz  File has unexpected size (367892 != 368280). Mirror sync in progress?
-E: Some index files failed to download. They have been ignored, or old ones used instead.
-"""
+# What apt-get update printed on 2026-12-05 (deb.debian.org's ppc64el security index did not
+# match its signed Release file).
+STALE_INDEX = (
+    "Get:3 http://deb.debian.org/debian-security bookworm-security InRelease [34.8 kB]\n"
+    "Err:4 http://deb.debian.org/debian-security bookworm-security/main ppc64el Packages\n"
+    "  File has unexpected size (367892 != 368280). Mirror sync in progress? [IP: 203.0.113.80 80]\n"
+    "E: Failed to fetch http://deb.debian.org/debian-security/dists/bookworm-security/main/binary-ppc64el/Packages.xz"
+    "  File has unexpected size (367892 != 368280). Mirror sync in progress?\n"
+    "E: Some index files failed to download. They have been ignored, or old ones used instead.\n")
 
 
 class FakeApt:
