@@ -64,7 +64,7 @@ def test_removed_sources_go_and_check_mode_writes_nothing(tmp_path):
     result, dummy = sync(dest, {"a.py": "A = 2\n"})
     assert result == {"changed": ["a.py"], "removed": ["b.py"]}
     assert not (dest / "b.py").exists()
-    # Its bytecode goes with it (also another interpreter's), the kept file's stays.
+    # Its bytecode goes with it, the kept file's stays.
     assert not os.path.exists(bytecode(dest, "b.py")) and os.path.exists(bytecode(dest, "a.py"))
 
 

@@ -72,15 +72,16 @@ def remove_bytecode(source):
     python3 may have changed since). Python never imports them without the source, but they
     would stay in the installed tree forever."""
     cache = os.path.join(os.path.dirname(source), "__pycache__")
-    stem = os.path.splitext(os.path.basename(source))[0] + "."
+    module = os.path.splitext(os.path.basename(source))[0]
     try:
         names = os.listdir(cache)
     except OSError:
         return
     for name in names:
-        # <name>.<tag>.pyc or <name>.<tag>.opt-N.pyc (importlib.util.cache_from_source)
-        rest = name[len(stem):].split(".") if name.startswith(stem) else []
-        if rest and rest[-1] == "pyc" and len(rest) in (2, 3):
+        # <module>.<tag>.pyc or <module>.<tag>.opt-N.pyc (importlib.util.cache_from_source);
+        # a module name has no dot, so the first part is the module.
+        parts = name.split(".")
+        if parts[0] == module and parts[-1] == "pyc" and len(parts) in (3, 4):
             os.unlink(os.path.join(cache, name))
 
 
