@@ -17,7 +17,7 @@ class Arch:
     """One lab architecture."""
 
     def __init__(self, name, debian, qemu, console, kernels, boot_kernel, kernel_file="vmlinuz-",
-                 modules=(), machine=(), uefi=None, boot_seconds=30):
+                 modules=(), machine=(), uefi=None, accel="tcg", append=""):
         self.name = name                  # uname -m spelling (the loader's arch names)
         self.debian = debian              # Debian's architecture name
         self.qemu = qemu                  # qemu-system-* binary
@@ -28,7 +28,8 @@ class Arch:
         self.modules = tuple(modules)     # initramfs modules in load order (host-built initrd)
         self.machine = tuple(machine)     # QEMU machine and CPU options
         self.uefi = uefi                  # (code, vars) firmware images for --uefi, or None
-        self.boot_seconds = boot_seconds  # rough boot-to-SSH time on a quiet machine (TCG)
+        self.accel = accel                # QEMU's -accel value (always TCG here, tuned per arch)
+        self.append = append              # kernel parameters every VM of this arch gets
 
     @property
     def group(self):
@@ -36,7 +37,7 @@ class Arch:
         return "lab_" + self.name
 
     def base_append(self):
-        return "console=%s root=/dev/vda rw" % self.console
+        return ("console=%s root=/dev/vda rw %s" % (self.console, self.append)).strip()
 
     def __repr__(self):
         return "Arch(%r)" % self.name
@@ -51,7 +52,7 @@ VIRTIO_MODULES = ("virtio", "virtio_ring", "virtio_pci", "virtio_blk", "virtio_n
                   "crc16", "mbcache", "jbd2", "crc32c_generic", "ext4")
 
 X86_64 = Arch("x86_64", "amd64", "qemu-system-x86_64", "ttyS0", lab_image.KERNELS, lab_image.BOOT_KERNEL,
-              uefi=("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"), boot_seconds=23)
+              uefi=("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"))
 ARM64 = Arch(
     "arm64", "arm64", "qemu-system-aarch64", "ttyAMA0",
     ("6.1.0-54-arm64", "6.1.0-56-arm64"), "6.1.0-54-arm64",
@@ -59,7 +60,20 @@ ARM64 = Arch(
     machine=("-M", "virt", "-cpu", "cortex-a72"),
     # qemu-efi-aarch64's images padded to the 64 MiB pflash size QEMU's virt machine wants.
     uefi=("/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/AAVMF/AAVMF_VARS.fd"),
-    boot_seconds=26)
+    # Two TCG costs that are QEMU's, not the guest's (measurements in the README's lab section).
+    # A kexec'd kernel rewrites memory that still holds the old kernel's translated blocks, and on
+    # aarch64 every such write takes QEMU's slow invalidation path: with the default 1 GiB
+    # translation buffer nothing is ever flushed, 500-700 thousand stale blocks are invalidated one
+    # by one, and the new kernel took 2-8x as long to reach /init as a first boot (the same with
+    # kexec-tools). A 64 MiB buffer is flushed whole every few seconds of boot, so few stale blocks
+    # survive: the kexec'd boot is as fast as a first boot (x86_64 and ppc64le showed no such gap
+    # and keep the default).
+    accel="tcg,tb-size=64",
+    # KPTI switches the ASID on every kernel entry and exit, and QEMU drops its whole software TLB
+    # on each ASID change (target/arm vmsa_ttbr_write): two full flushes per syscall. The
+    # Cortex-A72 is not Meltdown-affected; Linux only forces KPTI on because KASLR is on, and the
+    # lab keeps KASLR (the tests check that our kaslr-seed reaches the next kernel).
+    append="kpti=0")
 PPC64LE = Arch(
     "ppc64le", "ppc64el", "qemu-system-ppc64", "hvc0",
     # 6.1 uses 64 KiB pages, 6.12 4 KiB pages: the loader is proven on both.
@@ -69,8 +83,7 @@ PPC64LE = Arch(
     # TCG cannot provide the speculation-barrier capabilities pseries asks for by default and warns
     # on every start; say plainly that they are absent (the guest then skips those flushes).
     machine=("-M", "pseries,cap-cfpc=broken,cap-sbbc=broken,cap-ibs=broken,cap-ccf-assist=off",
-             "-cpu", "POWER9"),
-    boot_seconds=30)
+             "-cpu", "POWER9"))
 
 ARCHES = {a.name: a for a in (X86_64, ARM64, PPC64LE)}
 FOREIGN = ("arm64", "ppc64le")
@@ -110,7 +123,7 @@ def qemu_command(arch, name, memory, cpus, kernel, initrd, append, disk, serial_
     if arch.name not in FOREIGN:
         raise LabError("qemu_command is for foreign architectures, not %s" % arch.name)
     cmd = [arch.qemu, "-name", name] + list(arch.machine) + [
-        "-accel", "tcg", "-m", str(memory), "-smp", str(cpus),
+        "-accel", arch.accel, "-m", str(memory), "-smp", str(cpus),
         "-nodefaults", "-display", "none", "-monitor", "none",
         "-serial", "file:" + serial_log,
         "-kernel", kernel, "-initrd", initrd, "-append", append,

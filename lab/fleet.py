@@ -127,6 +127,7 @@ class Fleet:
         simulated POST; SeaBIOS only).
         Anything started is stopped again if this fails or is interrupted.
         """
+        ssh.require_client()
         if self.exists():
             self.load()
             if self.vms and all(vm.running() for vm in self.vms):

@@ -16,10 +16,9 @@ import subprocess
 import sys
 import time
 
+from lab.debian import MIRROR, SECURITY_MIRROR, SUITE  # one definition for the x86 and foreign builds
+
 RECIPE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipe")
-SUITE = "bookworm"
-MIRROR = os.environ.get("FLEETBOOT_LAB_MIRROR", "http://deb.debian.org/debian")
-SECURITY_MIRROR = os.environ.get("FLEETBOOT_LAB_SECURITY_MIRROR", "http://deb.debian.org/debian-security")
 DISK_SIZE = "3G"
 # Bump when build() changes what ends up in the image: it is part of the cache key.
 BUILD_STEPS_VERSION = 3

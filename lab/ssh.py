@@ -17,9 +17,15 @@ except ImportError:  # pragma: no cover - the lab runs from the project's .venv
 logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 
-def _client(port, key_file, timeout):
+def require_client():
+    """Fail at once, before any VM is started, when this Python cannot speak SSH."""
     if paramiko is None:
-        raise LabError("paramiko is missing: run the lab from the project's venv (make venv)")
+        raise LabError("paramiko is missing: run the lab from the project's venv (make venv), "
+                       "e.g. .venv/bin/python -m lab")
+
+
+def _client(port, key_file, timeout):
+    require_client()
     client = paramiko.SSHClient()
     # Lab VMs are throwaway and share the image's host keys: no known_hosts for them.
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
@@ -67,6 +73,8 @@ def wait_answering(vm, key_file, timeout=180):
             last = "command exited %d" % rc
         except (socket.error, EOFError, OSError) as e:
             last = str(e) or e.__class__.__name__
+        except LabError:  # no SSH client at all: waiting would not help
+            raise
         except Exception as e:  # paramiko's SSHException family while sshd starts
             last = "%s: %s" % (e.__class__.__name__, e)
         time.sleep(PROBE_INTERVAL)
