@@ -63,7 +63,7 @@ ARM64 = Arch(
     # Two TCG costs that are QEMU's, not the guest's (measurements in the README's lab section).
     # A kexec'd kernel rewrites memory that still holds the old kernel's translated blocks, and on
     # aarch64 every such write takes QEMU's slow invalidation path: with the default 1 GiB
-    # translation buffer nothing is ever flushed, 500-700 thousand stale blocks are invalidated one
+    # translation buffer nothing is ever flushed, 500-720 thousand stale blocks are invalidated one
     # by one, and the new kernel took 2-8x as long to reach /init as a first boot (the same with
     # kexec-tools). A 64 MiB buffer is flushed whole every few seconds of boot, so few stale blocks
     # survive: the kexec'd boot is as fast as a first boot (x86_64 and ppc64le showed no such gap
