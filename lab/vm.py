@@ -19,7 +19,6 @@ from lab import arches
 from lab.image import LabError
 
 OVMF_CODE, OVMF_VARS = arches.X86_64.uefi
-BASE_APPEND = "console=ttyS0 root=/dev/vda rw"
 PR_SET_PDEATHSIG = 1
 # What the kernel prints on the console just before it resets the machine through the firmware
 # (a kexec prints "kexec_core: Starting new kernel" instead).
@@ -191,8 +190,7 @@ class VM:
 
     # -- QEMU ---------------------------------------------------------------------------------
     def kernel_cmdline(self):
-        base = self.arch.base_append() if self.foreign else BASE_APPEND
-        return (base + " " + self.append).strip()
+        return (self.arch.base_append() + " " + self.append).strip()
 
     def qemu_command(self):
         """The QEMU argv for this VM (a plain list, so tests can check it without QEMU)."""
@@ -203,7 +201,7 @@ class VM:
                 port=self.port, no_reboot=self.no_reboot, uefi_vars=self.efivars if self.uefi else None)
         cmd = [
             "qemu-system-x86_64", "-name", self.name,
-            "-accel", "tcg", "-m", str(self.memory), "-smp", str(self.cpus),
+            "-accel", self.arch.accel, "-m", str(self.memory), "-smp", str(self.cpus),
             "-nodefaults", "-display", "none", "-monitor", "none",
             "-serial", "file:" + self.serial_log,
             "-kernel", self.image.kernel(self.kernel),
