@@ -18,7 +18,8 @@ description:
     syscalls the kernel was built with) and lists the kernels installed in C(/boot) with their
     initrds.
   - Returns them as the C(kexec) fact (C(ansible_facts.kexec)).
-  - Only reads files under C(/proc), C(/sys), C(/boot) and C(/run); nothing on the host changes.
+  - Only reads files under C(/proc), C(/sys), C(/boot) and C(/run) (and looks for the boot loader
+    tools in C(/usr/sbin)); nothing on the host changes.
 author:
   - fleetboot.kexec developers (@fleetboot)
 extends_documentation_fragment:
@@ -98,6 +99,14 @@ ansible_facts:
               use 16 KiB or 64 KiB pages). The loader aligns every segment to it.
           type: int
           sample: 4096
+        ram_size:
+          description:
+            - Bytes of RAM, the sum of the top-level C(System RAM) ranges of C(/proc/iomem) (a crash kernel
+              reservation is nested inside them, so it is the same with and without one). A little less than
+              the installed memory, by the firmware's holes.
+            - V(null) when C(/proc/iomem) cannot be read.
+          type: int
+          sample: 2147090432
         release:
           description: Release of the running kernel (C(uname -r)).
           type: str
@@ -265,6 +274,14 @@ ansible_facts:
               description: Path of its initrd, or V(null) when there is none.
               type: str
               sample: /boot/initrd.img-6.1.0-56-amd64
+        boot_loader_tool:
+          description:
+            - The tool that puts a kernel argument on every boot entry of this host, as the
+              C(fleetboot.kexec.kdump) role uses it for C(crashkernel=) - V(grubby) (C(/usr/sbin/grubby),
+              RHEL and Fedora), else V(update-grub) (C(/usr/sbin/update-grub), Debian and Ubuntu, which
+              regenerates C(grub.cfg)), else V(null).
+          type: str
+          sample: update-grub
         loaded_image:
           description:
             - What M(fleetboot.kexec.kexec_load) recorded in C(/run/fleetboot-kexec/normal.json) when it
@@ -331,6 +348,9 @@ BOOT_ID = "proc/sys/kernel/random/boot_id"
 KERNEL_PREFIXES = ("vmlinuz-", "vmlinux-")
 CPU_CRASH_HOTPLUG = "sys/devices/system/cpu/crash_hotplug"
 MEMORY_CRASH_HOTPLUG = "sys/devices/system/memory/crash_hotplug"
+# The tools that put a kernel argument on every boot entry, in the order the kdump role prefers them
+# (RHEL/Fedora's grubby edits entries; Debian/Ubuntu's update-grub regenerates grub.cfg).
+BOOT_LOADER_TOOLS = (("grubby", "usr/sbin/grubby"), ("update-grub", "usr/sbin/update-grub"))
 # initrd names by distribution: Debian/Ubuntu, Fedora/RHEL (dracut), SUSE.
 INITRD_PATTERNS = ("initrd.img-%s", "initramfs-%s.img", "initrd-%s")
 # Symbols that exist only when the kernel was built with the syscall (any arch prefix).
@@ -405,6 +425,22 @@ def offered_syscalls(host, sysroot):
     return out
 
 
+def boot_loader_tool(sysroot):
+    """The first of BOOT_LOADER_TOOLS installed under ``sysroot``, or None."""
+    for name, rel in BOOT_LOADER_TOOLS:
+        if os.path.isfile(os.path.join(sysroot, rel)):
+            return name
+    return None
+
+
+def ram_size(host):
+    """Bytes of the top-level System RAM ranges of /proc/iomem (the crash region is nested inside
+    them, so the sum is the same with and without a reservation); None when iomem is unreadable."""
+    if not host.iomem:
+        return None
+    return sum(node.end - node.start for node in host.iomem if node.name == "System RAM")
+
+
 def read_flag(sysroot, rel):
     """True/False for a 1/0 file under ``sysroot``, None when it is missing or says something else."""
     text = read_text(sysroot, rel)
@@ -441,6 +477,7 @@ def gather(sysroot="/", crashkernel=None, crash_kernel=None, crash_initrd=None):
     return {
         "arch": host.arch,
         "page_size": host.page_size,
+        "ram_size": ram_size(host),
         "release": host.release,
         "boot_id": boot_id,
         "cmdline": host.cmdline,
@@ -455,6 +492,7 @@ def gather(sysroot="/", crashkernel=None, crash_kernel=None, crash_initrd=None):
         "syscalls": offered_syscalls(host, sysroot),
         "auto_method": loader.status(host)["auto_method"],
         "installed_kernels": kernels,
+        "boot_loader_tool": boot_loader_tool(sysroot),
         "crash_size": host.kexec_crash_size,
         "crash_hotplug": {"cpu": read_flag(sysroot, CPU_CRASH_HOTPLUG), "memory": read_flag(sysroot, MEMORY_CRASH_HOTPLUG)},
         "crash_estimate": crash_estimate,

@@ -87,8 +87,19 @@ def test_lab_host_with_two_debian_kernels(capsys, tmp_path):
          "initrd": os.path.join(root, "boot/initrd.img-6.1.0-54-amd64")},
     ]
     assert kexec["loaded_image"] is None and kexec["loaded_crash_image"] is None
+    # The two top-level System RAM lines of its iomem; the crash region inside them counts.
+    assert kexec["ram_size"] == (0x9fc00 - 0x1000) + (0x7ffdd000 - 0x100000)
+    assert kexec["boot_loader_tool"] is None
     # Check mode gathers the same facts (the module only reads).
     assert facts(capsys, root, check=True)["ansible_facts"] == res["ansible_facts"]
+
+
+def test_boot_loader_tool_prefers_grubby(capsys, tmp_path):
+    root = make_sysroot(tmp_path, "lab-ovmf-pc-1g")
+    write(root, "usr/sbin/update-grub", "#!/bin/sh\n")
+    assert facts(capsys, root)["ansible_facts"]["kexec"]["boot_loader_tool"] == "update-grub"
+    write(root, "usr/sbin/grubby", "")
+    assert facts(capsys, root)["ansible_facts"]["kexec"]["boot_loader_tool"] == "grubby"
 
 
 def test_efi_host_without_crash_region(capsys, tmp_path):
