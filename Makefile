@@ -12,6 +12,9 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/$(COLL_ROOT)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Parallel VM tests: each e2e module brings its own fleet up; 2 workers fit 2 cores / 24 GiB.
 E2E_WORKERS ?= 2
+# The lab test files `make e2e` (and `make test`) run: all of them unless narrowed, e.g.
+#   make test E2E_FILES="tests/e2e/test_kdump_file.py tests/e2e/test_kexec_reboot.py"
+E2E_FILES   ?= tests/e2e
 
 .PHONY: help deps venv collection-link unit e2e test demo lint sanity build-collection purgatory purgatory-check molecule bench clean distclean ee-check py38-check release-checks installed-check
 
@@ -44,7 +47,7 @@ unit: deps venv collection-link
 	  if [ $$rc -eq 5 ]; then echo "unit: no tests collected"; rc=0; fi; exit $$rc
 
 e2e: deps venv collection-link
-	$(VPY) -m pytest tests/e2e -q -n $(E2E_WORKERS) --dist loadfile -p no:cacheprovider -rA --junitxml=.build/junit-e2e.xml
+	$(VPY) -m pytest $(E2E_FILES) -q -n $(E2E_WORKERS) --dist loadfile -p no:cacheprovider -rA --junitxml=.build/junit-e2e.xml
 
 sanity: deps venv
 	@scripts/sanity.sh
