@@ -102,6 +102,8 @@ notes:
   - Every path is checked before anything is written; a relative path, a path given twice, a file
     path that is a directory, a directory path that is a file, a file whose directory neither exists
     nor is in O(directories), and V(/) in O(remove) fail the task with nothing changed.
+  - What the file system refuses later (a read-only mount, a file where a parent directory should be)
+    fails the task naming the path, with RV(changed_paths) listing what was done before it.
 seealso:
   - module: ansible.builtin.template
   - module: ansible.builtin.copy
@@ -273,21 +275,30 @@ def main():
     if problem:
         module.fail_json(msg=problem, changed_paths=[])
     changed_paths, diffs = [], []
-    for path in remove:
-        if remove_path(module, path, diffs):
-            changed_paths.append(path)
-    for entry in directories:
-        if install_directory(module, entry, diffs):
-            changed_paths.append(entry["path"])
-    for entry in files:
-        # In check mode a new file's directory may only be planned: nothing to compare attributes on.
-        if module.check_mode and not os.path.isdir(os.path.dirname(entry["path"])):
-            changed_paths.append(entry["path"])
-            diffs.append({"before_header": entry["path"], "after_header": entry["path"], "before": "",
-                          "after": text_for_diff(entry["content"].encode("utf-8"))})
-            continue
-        if install_file(module, entry, diffs):
-            changed_paths.append(entry["path"])
+    path = None
+    try:
+        for path in remove:
+            if remove_path(module, path, diffs):
+                changed_paths.append(path)
+        for entry in directories:
+            path = entry["path"]
+            if install_directory(module, entry, diffs):
+                changed_paths.append(path)
+        for entry in files:
+            path = entry["path"]
+            # In check mode a new file's directory may only be planned: nothing to compare attributes on.
+            if module.check_mode and not os.path.isdir(os.path.dirname(path)):
+                changed_paths.append(path)
+                diffs.append({"before_header": path, "after_header": path, "before": "",
+                              "after": text_for_diff(entry["content"].encode("utf-8"))})
+                continue
+            if install_file(module, entry, diffs):
+                changed_paths.append(path)
+    except (IOError, OSError) as err:
+        # What the file system refused (a read-only mount, a file where a parent directory should be):
+        # named, with what was already done, instead of a traceback.
+        module.fail_json(msg="%s: %s; changed before that: %s" % (path, err.strerror or err, ", ".join(changed_paths) or "nothing"),
+                         changed=bool(changed_paths), changed_paths=changed_paths)
     result = {"changed": bool(changed_paths), "changed_paths": changed_paths}
     if module._diff:
         result["diff"] = diffs

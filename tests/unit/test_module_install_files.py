@@ -152,3 +152,11 @@ def test_remove_refuses_the_root_and_a_path_also_installed(capsys, tmp_path):
     args["remove"] = [str(tmp_path / "svc.sh")]
     res = run(capsys, **args)
     assert res["failed"] and "is given twice" in res["msg"] and os.listdir(str(tmp_path)) == []
+
+
+def test_what_the_file_system_refuses_is_named_with_what_was_done(capsys, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    first, blocked = str(tmp_path / "made"), str(tmp_path / "afile" / "sub")
+    res = run(capsys, directories=[{"path": first}, {"path": blocked}])
+    assert res["failed"] and res["changed_paths"] == [first], res
+    assert res["msg"].startswith(blocked + ": Not a directory; changed before that: " + first), res["msg"]
