@@ -6,24 +6,9 @@ import stat
 
 import pytest
 
-from ansible.module_utils import basic
-
 from ansible_collections.fleetboot.kexec.plugins.modules import install_files
 
-try:
-    from ansible.module_utils.testing import patch_module_args
-except ImportError:  # ansible-core < 2.19
-    import contextlib
-
-    @contextlib.contextmanager
-    def patch_module_args(args=None):
-        from ansible.module_utils.common.text.converters import to_bytes
-        old = basic._ANSIBLE_ARGS
-        basic._ANSIBLE_ARGS = to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": args or {}}))
-        try:
-            yield
-        finally:
-            basic._ANSIBLE_ARGS = old
+from tests.unit.module_args import patch_module_args
 
 
 def run(capsys, check=False, diff=False, **args):

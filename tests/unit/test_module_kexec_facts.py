@@ -6,28 +6,13 @@ import shutil
 
 import pytest
 
-from ansible.module_utils import basic
-
 from ansible_collections.fleetboot.kexec.plugins.modules import kexec_facts
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SYSROOTS = os.path.join(REPO, "tests", "fixtures", "sysroots")
 BOOT_ID = "8a1c3e5f-2b4d-4f6a-9c8e-1d3f5a7b9c0e"
 
-try:
-    from ansible.module_utils.testing import patch_module_args
-except ImportError:  # ansible-core < 2.19
-    import contextlib
-
-    @contextlib.contextmanager
-    def patch_module_args(args=None):
-        from ansible.module_utils.common.text.converters import to_bytes
-        old = basic._ANSIBLE_ARGS
-        basic._ANSIBLE_ARGS = to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": args or {}}))
-        try:
-            yield
-        finally:
-            basic._ANSIBLE_ARGS = old
+from tests.unit.module_args import patch_module_args
 
 
 def facts(capsys, sysroot, check=False):

@@ -9,8 +9,6 @@ import shutil
 
 import pytest
 
-from ansible.module_utils import basic
-
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import loader
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec.request import Request
 from ansible_collections.fleetboot.kexec.plugins.module_utils.kexec import cmdline as kcmdline
@@ -29,20 +27,7 @@ NEW = "6.1.0-56-amd64"
 LOADED = "sys/kernel/kexec_loaded"
 CRASH_LOADED = "sys/kernel/kexec_crash_loaded"
 
-try:
-    from ansible.module_utils.testing import patch_module_args
-except ImportError:  # ansible-core < 2.19
-    import contextlib
-
-    @contextlib.contextmanager
-    def patch_module_args(args=None):
-        from ansible.module_utils.common.text.converters import to_bytes
-        old = basic._ANSIBLE_ARGS
-        basic._ANSIBLE_ARGS = to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": args or {}}))
-        try:
-            yield
-        finally:
-            basic._ANSIBLE_ARGS = old
+from tests.unit.module_args import patch_module_args
 
 
 def run_module(main, capsys, args, check=False, **kwargs):
