@@ -239,6 +239,8 @@ def install_file(module, entry, diffs):
     if rewrite:
         diffs.append({"before_header": path, "after_header": path,
                       "before": text_for_diff(old), "after": text_for_diff(data)})
+        # In check mode nothing is written, and a new file (its directory perhaps only planned) has
+        # no attributes to compare.
         if module.check_mode:
             return True
         fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=os.path.dirname(path))
@@ -286,12 +288,6 @@ def main():
                 changed_paths.append(path)
         for entry in files:
             path = entry["path"]
-            # In check mode a new file's directory may only be planned: nothing to compare attributes on.
-            if module.check_mode and not os.path.isdir(os.path.dirname(path)):
-                changed_paths.append(path)
-                diffs.append({"before_header": path, "after_header": path, "before": "",
-                              "after": text_for_diff(entry["content"].encode("utf-8"))})
-                continue
             if install_file(module, entry, diffs):
                 changed_paths.append(path)
     except (IOError, OSError) as err:
