@@ -159,6 +159,12 @@ def _configure_tree(tree, pubkey, console="ttyS0"):
     with open(os.path.join(RECIPE_DIR, "modprobe-lab.conf")) as f:
         _write(os.path.join(tree, "etc/modprobe.d/lab.conf"), f.read())
     _mask_units(tree)
+    # Every python3 in the VM loads the zip-import bytecode cache: Ansible's modules are zips,
+    # compiled from scratch on every run without it (see the file).
+    site_dir = os.path.join(tree, "usr/lib/python3/dist-packages")
+    with open(os.path.join(RECIPE_DIR, "lab_zip_bytecode.py")) as f:
+        _write(os.path.join(site_dir, "lab_zip_bytecode.py"), f.read())
+    _write(os.path.join(site_dir, "lab_zip_bytecode.pth"), "import lab_zip_bytecode\n")
     ssh_dir = os.path.join(tree, "root/.ssh")
     os.makedirs(ssh_dir, exist_ok=True)
     os.chmod(ssh_dir, 0o700)

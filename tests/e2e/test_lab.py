@@ -25,6 +25,14 @@ def test_fleet_answers_ansible_on_the_older_kernel(lab_fleet):
     releases = dict(re.findall(r"^(\S+) \| CHANGED \| rc=0 >>\n(\S+)$", uname.stdout, re.M))
     assert releases == {name: BOOT_KERNEL for name in pids}, uname.stdout
 
+    # The image's zip-import bytecode cache (lab/recipe/lab_zip_bytecode.py) holds what the module
+    # runs compiled, and a module run of sources already seen compiles nothing new.
+    count = "ls /var/cache/lab-zip-bytecode | wc -l"
+    before = lab_fleet.run(lab_fleet.vms[0].name, count)
+    assert before[0] == 0 and int(before[1]) > 10, before
+    assert ansible(lab_fleet, "vm1", "-m", "command", "-a", "uname -r").returncode == 0
+    assert lab_fleet.run(lab_fleet.vms[0].name, count)[1] == before[1]
+
     # The same QEMU processes still run: nothing was reset behind our back.
     for vm in lab_fleet.vms:
         assert vm.running(), vm.exit_reason()
