@@ -107,6 +107,7 @@ ansible_facts:
             - V(null) when C(/proc/iomem) cannot be read.
           type: int
           sample: 2147090432
+          version_added: 0.2.0
         release:
           description: Release of the running kernel (C(uname -r)).
           type: str
@@ -282,6 +283,15 @@ ansible_facts:
               regenerates C(grub.cfg)), else V(null).
           type: str
           sample: update-grub
+          version_added: 0.2.0
+        makedumpfile:
+          description:
+            - Path of C(makedumpfile) in the first directory of the module's C(PATH), or of C(/usr/local/sbin),
+              C(/usr/local/bin), C(/usr/sbin), C(/usr/bin), C(/sbin), C(/bin), that has it as an executable file,
+              or V(null) when none has. The C(fleetboot.kexec.kdump) role installs it when it is missing.
+          type: str
+          sample: /usr/bin/makedumpfile
+          version_added: 0.2.0
         loaded_image:
           description:
             - What M(fleetboot.kexec.kexec_load) recorded in C(/run/fleetboot-kexec/normal.json) when it
@@ -351,6 +361,8 @@ MEMORY_CRASH_HOTPLUG = "sys/devices/system/memory/crash_hotplug"
 # The tools that put a kernel argument on every boot entry, in the order the kdump role prefers them
 # (RHEL/Fedora's grubby edits entries; Debian/Ubuntu's update-grub regenerates grub.cfg).
 BOOT_LOADER_TOOLS = (("grubby", "usr/sbin/grubby"), ("update-grub", "usr/sbin/update-grub"))
+# Where a program is looked for after the module's PATH (a non-login shell may leave sbin out).
+PROGRAM_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 # initrd names by distribution: Debian/Ubuntu, Fedora/RHEL (dracut), SUSE.
 INITRD_PATTERNS = ("initrd.img-%s", "initramfs-%s.img", "initrd-%s")
 # Symbols that exist only when the kernel was built with the syscall (any arch prefix).
@@ -433,6 +445,16 @@ def boot_loader_tool(sysroot):
     return None
 
 
+def find_program(sysroot, name):
+    """The path (as the host sees it) of executable ``name`` in PATH or PROGRAM_DIRS under ``sysroot``, or None."""
+    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d.startswith("/")] + list(PROGRAM_DIRS)
+    for directory in dirs:
+        path = os.path.join(sysroot, directory.lstrip("/"), name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return os.path.join(directory, name)
+    return None
+
+
 def ram_size(host):
     """Bytes of the top-level System RAM ranges of /proc/iomem (the crash region is nested inside
     them, so the sum is the same with and without a reservation); None when iomem is unreadable."""
@@ -493,6 +515,7 @@ def gather(sysroot="/", crashkernel=None, crash_kernel=None, crash_initrd=None):
         "auto_method": loader.status(host)["auto_method"],
         "installed_kernels": kernels,
         "boot_loader_tool": boot_loader_tool(sysroot),
+        "makedumpfile": find_program(sysroot, "makedumpfile"),
         "crash_size": host.kexec_crash_size,
         "crash_hotplug": {"cpu": read_flag(sysroot, CPU_CRASH_HOTPLUG), "memory": read_flag(sysroot, MEMORY_CRASH_HOTPLUG)},
         "crash_estimate": crash_estimate,

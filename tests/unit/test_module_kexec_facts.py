@@ -75,6 +75,7 @@ def test_lab_host_with_two_debian_kernels(capsys, tmp_path):
     # The two top-level System RAM lines of its iomem; the crash region inside them counts.
     assert kexec["ram_size"] == (0x9fc00 - 0x1000) + (0x7ffdd000 - 0x100000)
     assert kexec["boot_loader_tool"] is None
+    assert kexec["makedumpfile"] is None
     # Check mode gathers the same facts (the module only reads).
     assert facts(capsys, root, check=True)["ansible_facts"] == res["ansible_facts"]
 
@@ -85,6 +86,19 @@ def test_boot_loader_tool_prefers_grubby(capsys, tmp_path):
     assert facts(capsys, root)["ansible_facts"]["kexec"]["boot_loader_tool"] == "update-grub"
     write(root, "usr/sbin/grubby", "")
     assert facts(capsys, root)["ansible_facts"]["kexec"]["boot_loader_tool"] == "grubby"
+
+
+def test_makedumpfile_is_found_where_a_shell_would_find_it(capsys, tmp_path, monkeypatch):
+    root = make_sysroot(tmp_path, "lab-ovmf-pc-1g")
+    monkeypatch.setenv("PATH", "/opt/tools/bin:relative/bin:/usr/bin")
+    write(root, "relative/bin/makedumpfile", "")
+    os.chmod(os.path.join(root, "relative/bin/makedumpfile"), 0o755)
+    write(root, "usr/bin/makedumpfile", "not executable")
+    assert facts(capsys, root)["ansible_facts"]["kexec"]["makedumpfile"] is None
+    os.chmod(write(root, "usr/sbin/makedumpfile", ""), 0o755)  # not on PATH: one of the usual directories
+    assert facts(capsys, root)["ansible_facts"]["kexec"]["makedumpfile"] == "/usr/sbin/makedumpfile"
+    os.chmod(write(root, "opt/tools/bin/makedumpfile", ""), 0o755)  # PATH first
+    assert facts(capsys, root)["ansible_facts"]["kexec"]["makedumpfile"] == "/opt/tools/bin/makedumpfile"
 
 
 def test_efi_host_without_crash_region(capsys, tmp_path):
