@@ -43,7 +43,7 @@ class Arch:
         return "Arch(%r)" % self.name
 
 
-# Modules a foreign VM needs before its root file system can be mounted (LAB-FACTS: virtio PCI
+# Modules a lab VM's initramfs loads before its root file system can be mounted (LAB-FACTS: virtio PCI
 # transport, the disk, the RNG so nothing waits for entropy, ext4 and what it loads by name —
 # crc32c through the crypto API — plus the NIC so networkd finds it without waiting for udev
 # to load it). Built-in ones are skipped per kernel; dependencies are added from each module's
@@ -52,6 +52,7 @@ VIRTIO_MODULES = ("virtio", "virtio_ring", "virtio_pci", "virtio_blk", "virtio_n
                   "crc16", "mbcache", "jbd2", "crc32c_generic", "ext4")
 
 X86_64 = Arch("x86_64", "amd64", "qemu-system-x86_64", "ttyS0", lab_image.KERNELS, lab_image.BOOT_KERNEL,
+              modules=VIRTIO_MODULES,
               uefi=("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"))
 ARM64 = Arch(
     "arm64", "arm64", "qemu-system-aarch64", "ttyAMA0",

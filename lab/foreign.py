@@ -88,8 +88,8 @@ dpkg -i $S/debs/*.deb || fail "dpkg -i the kernels"
 rm -f /usr/sbin/update-initramfs
 dpkg-divert --local --rename --remove /usr/sbin/update-initramfs || fail "dpkg-divert --remove"
 systemctl enable systemd-networkd || fail "systemctl enable systemd-networkd"
-# The lab's files over the tree: network, sshd, root's key, fstab, console autologin, sources and
-# the units lab/recipe/masked-units.txt masks (links to /dev/null, as `systemctl mask` makes).
+# The lab's files over the tree: network, sshd, root's key, fstab, sources and the units and
+# generators lab/recipe/masked-*.txt mask (links to /dev/null, as `systemctl mask` makes).
 cp -a $S/overlay/. / || fail "copy the lab's files"
 # Only now: with an initrd in /boot, initramfs-tools' own configure step would try to rebuild it.
 for k in {kernels}; do
@@ -226,7 +226,7 @@ def _build_in(arch, work, log, out):
     shutil.rmtree(os.path.join(work, "busybox"))
     overlay = os.path.join(stage, "overlay")
     with open(os.path.join(work, "id_ed25519.pub")) as f:
-        lab_image._configure_tree(overlay, f.read(), console=arch.console)  # pylint: disable=protected-access
+        lab_image._configure_tree(overlay, f.read())  # pylint: disable=protected-access
     lab_image._write(os.path.join(overlay, "etc/apt/sources.list"),  # pylint: disable=protected-access
                      lab_image.SOURCES_LIST.format(m=debian.MIRROR, sm=debian.SECURITY_MIRROR, s=lab_image.SUITE))
     lab_image._write(os.path.join(stage, "stage2.sh"), stage2_script(arch), 0o755)  # pylint: disable=protected-access

@@ -1,10 +1,12 @@
-"""A small initramfs for the foreign lab images, built on this machine without running foreign code.
+"""A small initramfs for the lab VMs, built on this machine without running foreign code.
 
 Debian's own initramfs (update-initramfs, MODULES=most) takes about 12 minutes per run under TCG
 and the kernel packages run it twice, so the foreign images boot this one instead, for every boot
-and every kexec: the target architecture's static busybox (from Debian's busybox-static package,
-unpacked, never executed here), the few kernel modules a lab VM needs before its root file system
-is mounted, and an /init that loads them, mounts /dev/vda and switches to it.
+and every kexec; x86_64 VMs boot it for their first boot only (lab/image.py: their kexecs load
+Debian's, as a real host would). It holds the target architecture's static busybox (from Debian's
+busybox-static package, unpacked, never executed here), the few kernel modules a lab VM needs
+before its root file system is mounted, and an /init that loads them, mounts /dev/vda and switches
+to it.
 
 The modules come from the kernel package itself. Which ones are built in differs per kernel
 (modules.builtin), and their dependencies come from each module's own `.modinfo` (`depends=`,
@@ -26,8 +28,8 @@ except ImportError:  # pragma: no cover - the lab runs from the project's .venv
 
 from lab.image import LabError
 
-# Bump when the layout or /init changes: it is part of the foreign images' cache key.
-VERSION = 1
+# Bump when the layout or /init changes: it is part of every image's cache key.
+VERSION = 2
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 # Applets /init uses; busybox --install adds the rest for a rescue shell.
 APPLETS = ("sh", "mount", "insmod", "switch_root", "sleep", "cat", "mkdir")
@@ -37,6 +39,7 @@ INIT = r"""#!/bin/busybox sh
 # load the modules the VM needs, mount the root file system, hand over to its init.
 /bin/busybox --install -s /bin
 export PATH=/bin
+echo "fleetboot lab initramfs: {release}"
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev

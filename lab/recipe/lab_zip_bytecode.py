@@ -8,6 +8,9 @@ interpreter's cache tag, the file's name inside the zip and a hash of its source
 source always gives the same code as compile() would; only the filename is set to this run's,
 as importlib does for a cached .pyc (_imp._fix_co_filename). Nothing else changes: a source that
 differs is a new key, and any error falls back to a plain compile.
+
+Code read from the cache runs as whoever imports it, so it is used only by root, and only while the
+directory belongs to root and nobody else may write to it; anyone else compiles as usual.
 """
 
 import zipimport
@@ -27,6 +30,16 @@ def _install():
         import marshal
         import os
         import sys
+        import stat
+        try:
+            if os.geteuid() != 0:
+                return compile_source(pathname, source)
+            os.makedirs(CACHE, mode=0o755, exist_ok=True)
+            st = os.lstat(CACHE)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+                return compile_source(pathname, source)
+        except OSError:
+            return compile_source(pathname, source)
         if isinstance(source, str):
             source = source.encode("utf-8")
         inner = pathname.split(".zip" + os.sep, 1)[-1]
@@ -41,12 +54,11 @@ def _install():
             pass
         code = compile_source(pathname, source)
         try:
-            os.makedirs(CACHE, mode=0o755, exist_ok=True)
             part = "%s.%d" % (path, os.getpid())
             with open(part, "wb") as f:
                 f.write(marshal.dumps(code))
             os.replace(part, path)
-        except OSError:  # not root, or a full disk: compiling each time is still right
+        except OSError:  # a full disk: compiling each time is still right
             pass
         return code
 

@@ -33,6 +33,15 @@ def test_fleet_answers_ansible_on_the_older_kernel(lab_fleet):
     assert ansible(lab_fleet, "vm1", "-m", "command", "-a", "uname -r").returncode == 0
     assert lab_fleet.run(lab_fleet.vms[0].name, count)[1] == before[1]
 
+    # The first boot came through the lab's small initramfs (lab/initramfs.py), not initramfs-tools,
+    # and without a login on the serial console (its generator is masked: nobody can type there).
+    for vm in lab_fleet.vms:
+        with open(vm.serial_log, "rb") as f:
+            console = f.read().decode("utf-8", "replace")
+        assert "fleetboot lab initramfs: %s" % BOOT_KERNEL in console and "Loading, please wait" not in console
+    logins = lab_fleet.run(lab_fleet.vms[0].name, "systemctl list-units --no-legend 'serial-getty@*' 'getty@*' | wc -l")
+    assert logins[0] == 0 and logins[1].strip() == "0", logins
+
     # The same QEMU processes still run: nothing was reset behind our back.
     for vm in lab_fleet.vms:
         assert vm.running(), vm.exit_reason()

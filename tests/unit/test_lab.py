@@ -50,6 +50,36 @@ def test_recipe_key_is_stable_and_follows_the_recipe(tmp_path, monkeypatch):
     assert "vim-tiny" in lab_image.packages()
 
 
+def test_x86_recipe_key_follows_the_first_boot_initramfs(monkeypatch):
+    first = lab_image.recipe_key()
+    monkeypatch.setattr(initramfs, "VERSION", initramfs.VERSION + 1)
+    assert lab_image.recipe_key() != first
+    monkeypatch.undo()
+    monkeypatch.setattr(arches.X86_64, "modules", arches.X86_64.modules + ("virtio_scsi",))
+    assert lab_image.recipe_key() != first
+    monkeypatch.undo()
+    assert lab_image.recipe_key() == first
+
+
+def test_configured_tree_masks_units_and_generators_and_has_no_console_login(tmp_path):
+    tree = str(tmp_path / "tree")
+    lab_image._configure_tree(tree, "ssh-ed25519 AAAA lab\n")  # pylint: disable=protected-access
+    units = os.path.join(tree, "etc/systemd/system")
+    generators = os.path.join(tree, "etc/systemd/system-generators")
+    for where, recipe in ((units, "masked-units.txt"), (generators, "masked-generators.txt")):
+        names = lab_image._recipe_lines(recipe)  # pylint: disable=protected-access
+        assert names and sorted(os.listdir(where)) == sorted(names)
+        assert all(os.readlink(os.path.join(where, n)) == "/dev/null" for n in names)
+    assert "systemd-update-utmp.service" in os.listdir(units)
+    # SSH needs none of them; the fstab generator (root's mount options) stays.
+    assert "ssh.service" not in os.listdir(units) and "systemd-networkd.service" not in os.listdir(units)
+    assert "systemd-fstab-generator" not in os.listdir(generators)
+    assert "systemd-getty-generator" in os.listdir(generators)
+    assert not [d for d in os.listdir(units) if d.startswith("serial-getty")]
+    with open(os.path.join(tree, "root/.ssh/authorized_keys")) as f:
+        assert f.read() == "ssh-ed25519 AAAA lab\n"
+
+
 def test_recipe_installs_both_kernels_and_no_kexec_tools():
     pkgs = lab_image.packages()
     assert "linux-image-6.1.0-54-amd64" in pkgs and "linux-image-6.1.0-56-amd64" in pkgs
