@@ -50,7 +50,8 @@ def start(name, post_delay=0, kexec_tools=False):
     fleet = Fleet(name)
     if fleet.exists():
         fleet.down()
-    fleet.up(hosts=1, no_reboot=False, kernel=KERNEL, post_delay=post_delay, die_with_parent=True)
+    fleet.up(hosts=1, no_reboot=False, kernel=KERNEL, post_delay=post_delay, die_with_parent=True,
+             debian_initrd=True)
     timer = RebootTimer(fleet, fleet.vms[0], KERNEL)
     if kexec_tools:
         tree = kexec_tools_tree()

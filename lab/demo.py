@@ -93,7 +93,8 @@ def time_reboots(name, post_delay, results):
     if fleet.exists():
         fleet.down()
     try:
-        fleet.up(hosts=1, no_reboot=False, kernel=TARGET, post_delay=post_delay, die_with_parent=True)
+        fleet.up(hosts=1, no_reboot=False, kernel=TARGET, post_delay=post_delay, die_with_parent=True,
+                 debian_initrd=True)
         timer = RebootTimer(fleet, fleet.vms[0], TARGET)
         timer.ship()
         results[post_delay] = {path: timer.reboot(path)["total"] for path in ("ours-classic", "cold")}

@@ -116,7 +116,7 @@ class Fleet:
 
     def up(self, hosts=2, memory=1024, cpus=1, append="", uefi=False, no_reboot=True,
            prefix="vm", die_with_parent=False, timeout=300, out=sys.stderr, arch="x86_64", kernel=None,
-           post_delay=0):
+           post_delay=0, debian_initrd=False):
         """Boot `hosts` VMs on the lab image and wait until each answers SSH.
 
         ``arch`` is one architecture (x86_64, arm64, ppc64le) or several, comma-separated (or
@@ -124,7 +124,8 @@ class Fleet:
         applies to the architectures that have UEFI firmware in the lab (x86_64, arm64). ``kernel``
         boots another of the image's kernels than its boot kernel (e.g. ppc64le's 4 KiB-page 6.12);
         ``post_delay`` makes the firmware wait that many seconds before every boot through it (a
-        simulated POST; SeaBIOS only).
+        simulated POST; SeaBIOS only); ``debian_initrd`` boots Debian's initrd instead of the lab's
+        small one (x86_64), as a kexec does: for reboot timings that compare the two.
         Anything started is stopped again if this fails or is interrupted.
         """
         ssh.require_client()
@@ -152,7 +153,8 @@ class Fleet:
                 name = "%s%d" % (prefix, number)
                 self.vms.append(VM(name, os.path.join(self.directory, name), image, memory=memory, cpus=cpus,
                                    append=append, uefi=uefi and (a.uefi is not None or len(chosen) == 1),
-                                   no_reboot=no_reboot, kernel=kernel, arch=a.name, post_delay=post_delay))
+                                   no_reboot=no_reboot, kernel=kernel, arch=a.name, post_delay=post_delay,
+                                   debian_initrd=debian_initrd))
             key = self.key_for(self.vms[-1])
             shutil.copyfile(image.key, key)
             os.chmod(key, 0o600)

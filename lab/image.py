@@ -22,7 +22,7 @@ from lab.debian import MIRROR, SECURITY_MIRROR, SUITE  # one definition for the 
 RECIPE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipe")
 DISK_SIZE = "3G"
 # Bump when build() changes what ends up in the image: it is part of the cache key.
-BUILD_STEPS_VERSION = 4
+BUILD_STEPS_VERSION = 5
 # The VMs boot the older kernel; tests kexec into the newer one.
 BOOT_KERNEL = "6.1.0-54-amd64"
 KERNELS = ("6.1.0-54-amd64", "6.1.0-56-amd64")
@@ -92,7 +92,13 @@ class Image:
         # ppc64el kernels are installed as an ELF vmlinux, not a vmlinuz.
         return elf if not os.path.exists(path) and os.path.exists(elf) else path
 
-    def initrd(self, release=BOOT_KERNEL):
+    def initrd(self, release=BOOT_KERNEL, debian=False):
+        """QEMU's -initrd: the lab's small initramfs, or with ``debian`` the Debian initrd the VM's own
+        /boot holds (x86_64 images keep a copy; foreign images boot the lab's one everywhere)."""
+        if debian:
+            path = os.path.join(self.directory, "boot", "debian", "initrd.img-" + release)
+            if os.path.exists(path):
+                return path
         return os.path.join(self.directory, "boot", "initrd.img-" + release)
 
     def manifest(self):
@@ -259,6 +265,10 @@ def build(log_to=sys.stderr, force=False):
                     if not os.path.exists(os.path.join(tree, "boot", name)):
                         raise LabError("the image has no /boot/%s; see %s" % (name, log_path))
                 shutil.copy2(os.path.join(tree, "boot", "vmlinuz-" + release), os.path.join(boot, "vmlinuz-" + release))
+                # Reboot timings compare a cold boot with a kexec: both must boot Debian's initrd.
+                os.makedirs(os.path.join(boot, "debian"), exist_ok=True)
+                shutil.copy2(os.path.join(tree, "boot", "initrd.img-" + release),
+                             os.path.join(boot, "debian", "initrd.img-" + release))
             _boot_initramfs(tree, work, boot, log)
             _run(["mkfs.ext4", "-q", "-L", "labroot", "-d", tree, "-F",
                   os.path.join(work, "disk.raw"), DISK_SIZE], log)

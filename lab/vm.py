@@ -124,7 +124,7 @@ class VM:
     """A lab VM's settings and the files of its state directory."""
 
     def __init__(self, name, directory, image, memory=1024, cpus=1, append="", uefi=False,
-                 no_reboot=True, kernel=None, port=None, arch="x86_64", post_delay=0):
+                 no_reboot=True, kernel=None, port=None, arch="x86_64", post_delay=0, debian_initrd=False):
         self.name = name
         self.arch = arches.get(arch)
         self.directory = directory
@@ -138,6 +138,9 @@ class VM:
         self.port = port
         # Seconds the firmware waits before it boots (a simulated server POST; 0: none).
         self.post_delay = post_delay
+        # Boot Debian's initrd through the firmware too, not the lab's small one: for timings
+        # that compare a cold reboot with a kexec, which loads Debian's (lab/image.py).
+        self.debian_initrd = debian_initrd
         self.pid = None
         self.start_time = None
         self.process = None
@@ -172,7 +175,8 @@ class VM:
         return {"name": self.name, "arch": self.arch.name, "memory": self.memory, "cpus": self.cpus,
                 "append": self.append, "uefi": self.uefi, "no_reboot": self.no_reboot,
                 "kernel": self.kernel, "port": self.port, "pid": self.pid,
-                "start_time": self.start_time, "post_delay": self.post_delay}
+                "start_time": self.start_time, "post_delay": self.post_delay,
+                "debian_initrd": self.debian_initrd}
 
     def save(self):
         with open(self.state_file + ".tmp", "w") as f:
@@ -184,7 +188,8 @@ class VM:
         with open(os.path.join(directory, "vm.json")) as f:
             d = json.load(f)
         vm = cls(d["name"], directory, image, d["memory"], d["cpus"], d["append"], d["uefi"],
-                 d["no_reboot"], d["kernel"], d["port"], d.get("arch", "x86_64"), d.get("post_delay", 0))
+                 d["no_reboot"], d["kernel"], d["port"], d.get("arch", "x86_64"), d.get("post_delay", 0),
+                 d.get("debian_initrd", False))
         vm.pid, vm.start_time = d["pid"], d["start_time"]
         return vm
 
@@ -197,7 +202,8 @@ class VM:
         if self.foreign:
             return arches.qemu_command(
                 self.arch, self.name, self.memory, self.cpus, self.image.kernel(self.kernel),
-                self.image.initrd(self.kernel), self.kernel_cmdline(), self.overlay, self.serial_log,
+                self.image.initrd(self.kernel, debian=self.debian_initrd), self.kernel_cmdline(), self.overlay,
+                self.serial_log,
                 port=self.port, no_reboot=self.no_reboot, uefi_vars=self.efivars if self.uefi else None)
         cmd = [
             "qemu-system-x86_64", "-name", self.name,
@@ -205,7 +211,7 @@ class VM:
             "-nodefaults", "-display", "none", "-monitor", "none",
             "-serial", "file:" + self.serial_log,
             "-kernel", self.image.kernel(self.kernel),
-            "-initrd", self.image.initrd(self.kernel),
+            "-initrd", self.image.initrd(self.kernel, debian=self.debian_initrd),
             "-append", self.kernel_cmdline(),
             "-drive", "file=%s,if=virtio,format=qcow2,cache=unsafe" % self.overlay,
             "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:%d-:22" % self.port,

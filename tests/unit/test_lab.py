@@ -30,8 +30,8 @@ class FakeImage:
     def kernel(self, release):
         return "/cache/abc/boot/vmlinuz-" + release
 
-    def initrd(self, release):
-        return "/cache/abc/boot/initrd.img-" + release
+    def initrd(self, release, debian=False):
+        return "/cache/abc/boot/%sinitrd.img-%s" % ("debian/" if debian else "", release)
 
     def manifest(self):
         return {"boot_kernel": "6.1.0-54-amd64"}
@@ -78,6 +78,28 @@ def test_configured_tree_masks_units_and_generators_and_has_no_console_login(tmp
     assert not [d for d in os.listdir(units) if d.startswith("serial-getty")]
     with open(os.path.join(tree, "root/.ssh/authorized_keys")) as f:
         assert f.read() == "ssh-ed25519 AAAA lab\n"
+
+
+def test_reboot_timing_vms_boot_debians_initrd_as_a_kexec_does(tmp_path):
+    """First boots take the lab's small initramfs; a VM whose cold reboots are timed against kexec
+    (demo, benchmark) boots the Debian initrd the image keeps a copy of, and remembers that."""
+    directory = tmp_path / "image"
+    (directory / "boot" / "debian").mkdir(parents=True)
+    (directory / "manifest.json").write_text(json.dumps({"boot_kernel": "6.1.0-54-amd64"}))
+    for rel in ("boot/initrd.img-6.1.0-56-amd64", "boot/debian/initrd.img-6.1.0-56-amd64"):
+        (directory / rel).write_bytes(b"070701")
+    image = lab_image.Image(str(directory))
+    lab_vm = VM("vm1", str(tmp_path / "vm1"), image, kernel="6.1.0-56-amd64", port=40022)
+    timed = VM("vm2", str(tmp_path / "vm2"), image, kernel="6.1.0-56-amd64", port=40023, no_reboot=False,
+               debian_initrd=True)
+    for vm, expected in ((lab_vm, "boot/initrd.img-6.1.0-56-amd64"), (timed, "boot/debian/initrd.img-6.1.0-56-amd64")):
+        cmd = vm.qemu_command()
+        assert cmd[cmd.index("-initrd") + 1] == str(directory / expected)
+    os.makedirs(timed.directory)
+    timed.save()
+    assert VM.load(timed.directory, image).debian_initrd is True
+    # An image without the copy (arm64, ppc64le: they boot the lab's initramfs everywhere).
+    assert image.initrd("6.1.0-54-amd64", debian=True) == str(directory / "boot/initrd.img-6.1.0-54-amd64")
 
 
 def test_recipe_installs_both_kernels_and_no_kexec_tools():
