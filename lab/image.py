@@ -260,15 +260,15 @@ def build(log_to=sys.stderr, force=False):
                 _configure_tree(tree, f.read())
             boot = os.path.join(work, "boot")
             os.makedirs(boot)
+            # Debian's initrds go to boot/debian/ (QEMU's default -initrd is the lab's, below): reboot
+            # timings compare a cold boot with a kexec, and both must boot Debian's.
+            os.makedirs(os.path.join(boot, "debian"))
             for release in KERNELS:
-                for name in ("vmlinuz-" + release, "initrd.img-" + release):
-                    if not os.path.exists(os.path.join(tree, "boot", name)):
+                for name, dest in (("vmlinuz-" + release, boot), ("initrd.img-" + release, os.path.join(boot, "debian"))):
+                    src = os.path.join(tree, "boot", name)
+                    if not os.path.exists(src):
                         raise LabError("the image has no /boot/%s; see %s" % (name, log_path))
-                shutil.copy2(os.path.join(tree, "boot", "vmlinuz-" + release), os.path.join(boot, "vmlinuz-" + release))
-                # Reboot timings compare a cold boot with a kexec: both must boot Debian's initrd.
-                os.makedirs(os.path.join(boot, "debian"), exist_ok=True)
-                shutil.copy2(os.path.join(tree, "boot", "initrd.img-" + release),
-                             os.path.join(boot, "debian", "initrd.img-" + release))
+                    shutil.copy2(src, os.path.join(dest, name))
             _boot_initramfs(tree, work, boot, log)
             _run(["mkfs.ext4", "-q", "-L", "labroot", "-d", tree, "-F",
                   os.path.join(work, "disk.raw"), DISK_SIZE], log)
